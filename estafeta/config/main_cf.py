@@ -1,0 +1,456 @@
+"""main.cf: parsing, $name expansion, typed access, checking and editing.
+
+Owns the main.cf syntax of postconf(5): ``name = value`` logical lines, lines
+starting with whitespace continue the previous one, ``#`` starts a comment
+only as the first non-blank character. Values are kept as written (``raw``)
+with the line that set them, so a value that later fails its type is reported
+as "FILE, line N: ...". Expansion ($name, ${name}, $(name), ${name?value},
+${name:value}, ${name?{a}:{b}}) happens on read, with loop detection.
+
+Trust boundary: main.cf belongs to the administrator; it is parsed fully but
+never executed. Declarations (types, defaults, docs) live in config/params.py;
+the postconf look-alike is config/postconf.py; master.cf is config/master_cf.py.
+"""
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import NoReturn
+
+from estafeta.core.errors import ConfigError
+
+from .params import PARAMS, Bool, Duration, Int, List, ParamType, Size, split_list
+
+NAME_RE = re.compile(r"[A-Za-z0-9_]+")
+_NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# Expansion deeper than this is a loop in all but name (Postfix stops at 100 too).
+_MAX_DEPTH = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One explicit setting: its raw value and where it was made."""
+
+    name: str
+    value: str
+    path: str
+    line: int
+
+
+def _is_comment_or_blank(line: str) -> bool:
+    s = line.strip()
+    return not s or s.startswith("#")
+
+
+def _logical_lines(text: str, path: str) -> Iterable[tuple[int, int, str]]:
+    """Yield (first line, last line, joined text) per logical line.
+
+    Comment and blank lines are skipped even between continuation lines, as
+    Postfix does; continuation pieces are joined with one space.
+    """
+    start = end = 0
+    parts: list[str] = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if _is_comment_or_blank(line):
+            continue
+        if line[0].isspace():
+            if not parts:
+                raise ConfigError(path, lineno, "continuation line before any parameter")
+            parts.append(line.strip())
+            end = lineno
+            continue
+        if parts:
+            yield start, end, " ".join(p for p in parts if p)
+        start = end = lineno
+        parts = [line.rstrip()]
+    if parts:
+        yield start, end, " ".join(p for p in parts if p)
+
+
+def parse_setting(text: str, path: str, line: int) -> tuple[str, str]:
+    """Split "name = value" (spaces optional); errors name the file and line."""
+    name, eq, value = text.partition("=")
+    name = name.strip()
+    if not eq:
+        raise ConfigError(path, line, f"missing '=' after parameter name: {name!r}")
+    if not name:
+        raise ConfigError(path, line, "empty parameter name")
+    if not NAME_RE.fullmatch(name):
+        raise ConfigError(path, line, f"bad parameter name: {name!r}")
+    return name, value.strip()
+
+
+class MainConfig:
+    """An immutable view of main.cf plus the declared defaults."""
+
+    def __init__(self, settings: Mapping[str, Setting] | None = None, path: str = "main.cf") -> None:
+        self.path = path
+        self._settings: dict[str, Setting] = dict(settings or {})
+        self._cache: dict[str, str] = {}
+        self._computing: set[str] = set()
+        self.duplicates: list[tuple[Setting, Setting]] = []  # (overridden, winner)
+
+    # --- construction -----------------------------------------------------
+    @classmethod
+    def parse(cls, text: str, path: str = "main.cf") -> MainConfig:
+        cfg = cls(path=path)
+        for start, _end, logical in _logical_lines(text, path):
+            name, value = parse_setting(logical, path, start)
+            new = Setting(name, value, path, start)
+            old = cfg._settings.get(name)
+            if old is not None:
+                # Postfix: the last one wins; check() warns.
+                cfg.duplicates.append((old, new))
+                del cfg._settings[name]
+            cfg._settings[name] = new
+        return cfg
+
+    @classmethod
+    def load(cls, path: str) -> MainConfig:
+        try:
+            with open(path, encoding="utf-8", errors="surrogateescape") as f:
+                text = f.read()
+        except OSError as e:
+            raise ConfigError(path, 0, f"cannot read: {e.strerror}") from e
+        return cls.parse(text, path)
+
+    def overrides(self, values: Mapping[str, str], *, path: str | None = None,
+                  line: int = 0) -> MainConfig:
+        """A new config with master.cf ``-o name=value`` overrides applied.
+
+        ``path``/``line`` say where the overrides were written (master.cf), so
+        that a bad override is reported there.
+        """
+        new = MainConfig(self._settings, self.path)
+        new.duplicates = list(self.duplicates)
+        for name, value in values.items():
+            if not NAME_RE.fullmatch(name):
+                raise ConfigError(path or self.path, line, f"bad parameter name: {name!r}")
+            new._settings[name] = Setting(name, value, path or self.path, line)
+        return new
+
+    # --- lookups ------------------------------------------------------------
+    def raw(self, name: str) -> str | None:
+        """The value as written in main.cf (or -o), None when not set."""
+        s = self._settings.get(name)
+        return s.value if s else None
+
+    def setting(self, name: str) -> Setting | None:
+        return self._settings.get(name)
+
+    def changed(self) -> dict[str, str]:
+        """Explicitly set parameters, raw values, in file order."""
+        return {n: s.value for n, s in self._settings.items()}
+
+    def names(self) -> set[str]:
+        """Declared parameters plus every parameter set explicitly."""
+        return set(PARAMS) | set(self._settings)
+
+    def default(self, name: str) -> str | None:
+        """The unexpanded declared default (computed ones computed), or None."""
+        p = PARAMS.get(name)
+        if p is None:
+            return None
+        if p.compute is None:
+            return p.default
+        # A computed default reads other parameters (mydomain reads
+        # myhostname); "myhostname = $mydomain" must not loop forever.
+        if name in self._computing:
+            raise ConfigError(self.path, 0, f"parameter {name}: recursive expansion")
+        self._computing.add(name)
+        try:
+            return p.default_value(self.get)
+        finally:
+            self._computing.discard(name)
+
+    def _lookup_raw(self, name: str) -> str | None:
+        s = self._settings.get(name)
+        if s is not None:
+            return s.value
+        return self.default(name)
+
+    def get(self, name: str) -> str:
+        """The expanded value: explicit setting, else the declared default.
+
+        Raises KeyError for a name neither declared nor set: code asking for
+        it has a typo. Inside values, an unknown $name expands to "".
+        """
+        if name in self._cache:
+            return self._cache[name]
+        if name not in self._settings and name not in PARAMS:
+            raise KeyError(name)
+        value = self._expand_param(name, [])
+        self._cache[name] = value
+        return value
+
+    def expand(self, text: str) -> str:
+        """Expand $name references in arbitrary text against this config."""
+        return self._expand(text, [])
+
+    def _where(self, name: str) -> tuple[str, int]:
+        s = self._settings.get(name)
+        return (s.path, s.line) if s else (self.path, 0)
+
+    def _expand_param(self, name: str, stack: list[str]) -> str:
+        if name in self._cache:
+            return self._cache[name]
+        if name in stack or len(stack) > _MAX_DEPTH:
+            path, line = self._where(name)
+            raise ConfigError(path, line, f"parameter {name}: recursive expansion")
+        raw = self._lookup_raw(name)
+        if raw is None:
+            return ""
+        return self._expand(raw, stack + [name])
+
+    def _expand(self, text: str, stack: list[str]) -> str:
+        out: list[str] = []
+        i, n = 0, len(text)
+        while i < n:
+            j = text.find("$", i)
+            if j < 0:
+                out.append(text[i:])
+                break
+            out.append(text[i:j])
+            i = j + 1
+            if i < n and text[i] == "$":  # "$$" is a literal dollar
+                out.append("$")
+                i += 1
+            elif i < n and text[i] in "{(":
+                close = "}" if text[i] == "{" else ")"
+                end = _matching(text, i, text[i], close)
+                if end < 0:
+                    self._bad(stack, f"missing '{close}' in {text!r}")
+                out.append(self._expand_group(text[i + 1:end], stack))
+                i = end + 1
+            else:
+                k = i
+                while k < n and text[k] in _NAME_CHARS:
+                    k += 1
+                if k == i:
+                    self._bad(stack, f"empty macro name in {text!r}")
+                out.append(self._expand_param(text[i:k], stack))
+                i = k
+        return "".join(out)
+
+    def _expand_group(self, inner: str, stack: list[str]) -> str:
+        m = NAME_RE.match(inner)
+        if not m:
+            self._bad(stack, f"bad macro name in ${{{inner}}}")
+        name, rest = m.group(0), inner[m.end():]
+        if not rest:
+            return self._expand_param(name, stack)
+        op, rest = rest[0], rest[1:].lstrip()
+        if op not in "?:":
+            self._bad(stack, f"bad macro operator in ${{{inner}}}")
+        # The test is on the value as written (postconf -x behaves so).
+        raw = self._lookup_raw(name)
+        is_set = bool(raw)
+        if rest.startswith("{"):
+            then, otherwise = self._braced_alternatives(rest, stack, inner)
+        else:
+            then, otherwise = rest, None
+        if op == "?":
+            chosen = then if is_set else otherwise
+        else:
+            chosen = None if is_set else then
+        return self._expand(chosen, stack) if chosen else ""
+
+    def _braced_alternatives(self, rest: str, stack: list[str], inner: str) -> tuple[str, str | None]:
+        """Parse "{a}" or "{a}:{b}" from a conditional.
+
+        Leading whitespace inside the braces is dropped and trailing kept:
+        that is what postconf -x does, odd as it looks.
+        """
+        end = _matching(rest, 0, "{", "}")
+        if end < 0:
+            self._bad(stack, f"missing '}}' in ${{{inner}}}")
+        first, tail = rest[1:end].lstrip(), rest[end + 1:].strip()
+        if not tail:
+            return first, None
+        if tail.startswith(":"):
+            tail = tail[1:].strip()
+            end2 = _matching(tail, 0, "{", "}") if tail.startswith("{") else -1
+            if end2 == len(tail) - 1:
+                return first, tail[1:end2].lstrip()
+        self._bad(stack, f"bad conditional ${{{inner}}}")
+
+    def _bad(self, stack: list[str], problem: str) -> NoReturn:
+        name = stack[0] if stack else ""
+        path, line = self._where(name) if name else (self.path, 0)
+        raise ConfigError(path, line, f"parameter {name}: {problem}" if name else problem)
+
+    # --- typed accessors ------------------------------------------------------
+    def _typed(self, name: str, type_: ParamType) -> object:
+        value = self.get(name)
+        p = PARAMS.get(name)
+        unit = p.unit if p else "s"
+        try:
+            return type_.parse(value, unit)
+        except ValueError as e:
+            path, line = self._where(name)
+            raise ConfigError(path, line, f"parameter {name}: {e}") from None
+
+    def get_int(self, name: str) -> int:
+        v = self._typed(name, Int)
+        assert isinstance(v, int)
+        return v
+
+    def get_size(self, name: str) -> int:
+        v = self._typed(name, Size)
+        assert isinstance(v, int)
+        return v
+
+    def get_bool(self, name: str) -> bool:
+        return bool(self._typed(name, Bool))
+
+    def get_duration(self, name: str) -> float:
+        """Seconds; a bare number is in the parameter's default unit."""
+        v = self._typed(name, Duration)
+        assert isinstance(v, float)
+        return v
+
+    def get_list(self, name: str) -> list[str]:
+        v = self._typed(name, List)
+        assert isinstance(v, list)
+        return v
+
+    def value(self, name: str) -> object:
+        """The value converted by the parameter's declared type."""
+        return self._typed(name, PARAMS[name].type)
+
+
+def _matching(text: str, start: int, open_: str, close: str) -> int:
+    """Index of the bracket closing text[start], or -1."""
+    depth = 0
+    for k in range(start, len(text)):
+        if text[k] == open_:
+            depth += 1
+        elif text[k] == close:
+            depth -= 1
+            if depth == 0:
+                return k
+    return -1
+
+
+def _referenced_names(text: str) -> set[str]:
+    return set(re.findall(r"\$[{(]?([A-Za-z0-9_]+)", text.replace("$$", "")))
+
+
+def check(cfg: MainConfig) -> list[str]:
+    """Validate every parameter; return warnings, raise ConfigError on errors.
+
+    Errors: a value that fails its declared type or cannot be expanded
+    (reported at the line that set it). Warnings: duplicate settings and
+    unknown parameters that no other value references (Postfix's "unused
+    parameter"; referenced ones are user-defined macros and fine).
+    """
+    warnings: list[str] = []
+    for old, new in cfg.duplicates:
+        warnings.append(f"{new.path}, line {new.line}: {new.name} overrides the setting at line {old.line}")
+    referenced: set[str] = set()
+    for name in cfg.names():
+        raw = cfg._lookup_raw(name)
+        if raw:
+            referenced |= _referenced_names(raw)
+    for name, s in cfg._settings.items():
+        if name not in PARAMS and name not in referenced:
+            warnings.append(f"{s.path}, line {s.line}: unused parameter: {name}={s.value}")
+    for name in sorted(cfg.names()):
+        if name in PARAMS:
+            cfg.value(name)
+        else:
+            cfg.get(name)
+    return warnings
+
+
+# --- postconf -e --------------------------------------------------------------
+def _validate_edit(path: str, settings: Mapping[str, str]) -> None:
+    for name, value in settings.items():
+        if not NAME_RE.fullmatch(name):
+            raise ConfigError(path, 0, f"bad parameter name: {name!r}")
+        if "\n" in value or "\r" in value:
+            raise ConfigError(path, 0, f"parameter {name}: value contains a line break")
+
+
+def edit_main_cf(path: str, settings: Mapping[str, str]) -> None:
+    """Set parameters like ``postconf -e``, keeping everything else.
+
+    An existing setting's logical line (with its continuation lines) is
+    replaced where it stands; later duplicates are removed so the new value
+    wins; new parameters are appended. Comments and blank lines stay, even
+    those between continuation lines. The file is replaced atomically.
+    """
+    _validate_edit(path, settings)
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            lines = f.read().splitlines(keepends=True)
+        mode: int | None = os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        lines, mode = [], None
+    except OSError as e:
+        raise ConfigError(path, 0, f"cannot read: {e.strerror}") from e
+    # Check the file is sane before rewriting it.
+    MainConfig.parse("".join(lines), path)
+
+    # Which parameter does each line belong to (start line or continuation)?
+    owner: list[tuple[str, bool] | None] = [None] * len(lines)
+    current: str | None = None
+    for idx, line in enumerate(lines):
+        if _is_comment_or_blank(line):
+            continue
+        if line[0].isspace():
+            if current is not None:
+                owner[idx] = (current, False)
+            continue
+        current, _ = parse_setting(line, path, idx + 1)
+        owner[idx] = (current, True)
+
+    done: set[str] = set()
+    out: list[str] = []
+    for idx, line in enumerate(lines):
+        o = owner[idx]
+        if o is None or o[0] not in settings:
+            out.append(line)
+            continue
+        name, is_start = o
+        if is_start and name not in done:
+            out.append(_format_setting(name, settings[name]))
+            done.add(name)
+        # continuation lines and later duplicates of an edited name go away
+    if out and not out[-1].endswith("\n"):
+        out[-1] += "\n"
+    for name, value in settings.items():
+        if name not in done:
+            out.append(_format_setting(name, value))
+    atomic_write(path, "".join(out), mode)
+
+
+def _format_setting(name: str, value: str) -> str:
+    return f"{name} = {value}\n" if value else f"{name} =\n"
+
+
+def atomic_write(path: str, text: str, mode: int | None = None) -> None:
+    """Write text to path via a temp file in the same directory, fsync'd."""
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode if mode is not None else 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

@@ -1,0 +1,324 @@
+"""The parameter registry: every main.cf parameter, declared once (STYLE 7).
+
+Owns: the parameter types (how a value string becomes a Python value) and
+``PARAMS``, the name -> Param table. Everything else is generated from it:
+``estafeta config`` (config/postconf.py), docs/PARAMETERS.md and the typed
+accessors of MainConfig (config/main_cf.py).
+
+Trust boundary: none. Values are parsed here but come from main.cf, which the
+administrator owns; a value that fails its type is a ConfigError raised by
+main_cf.py with the file and line of the setting.
+
+Names and defaults follow Postfix's postconf(5) unless the doc says "ours".
+Defaults are *unexpanded* text ("$myhostname"), exactly as postconf -d prints
+them. Two defaults depend on the host and are computed (myhostname, mydomain).
+"""
+from __future__ import annotations
+
+import functools
+import re
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+# A getter returns the expanded value of another parameter; computed defaults
+# use it so that e.g. mydomain follows an explicitly set myhostname.
+Getter = Callable[[str], str]
+
+
+class ParamType:
+    """How a value string is checked and converted. Raises ValueError."""
+
+    label = "string"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        return value
+
+    def __repr__(self) -> str:
+        return self.label
+
+
+class _Str(ParamType):
+    label = "string"
+
+
+class _Path(ParamType):
+    label = "path"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        if "\0" in value:
+            raise ValueError("NUL character in path")
+        return value
+
+
+class _Int(ParamType):
+    label = "integer"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        if not re.fullmatch(r"-?[0-9]+", value.strip()):
+            raise ValueError(f"bad integer value: {value!r}")
+        return int(value)
+
+
+class _Size(ParamType):
+    label = "size"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        # Postfix sizes are plain byte counts; no k/M suffixes there, none here.
+        if not re.fullmatch(r"[0-9]+", value.strip()):
+            raise ValueError(f"bad size value: {value!r}")
+        return int(value)
+
+
+class _Bool(ParamType):
+    label = "boolean"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        v = value.strip().lower()
+        if v == "yes":
+            return True
+        if v == "no":
+            return False
+        raise ValueError(f"bad boolean value: {value!r} (want yes or no)")
+
+
+# postconf(5) "time units": s, m, h, d, w; we also take ms for sub-second knobs.
+DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
+_DURATION_RE = re.compile(r"([0-9]+)(ms|s|m|h|d|w)?")
+
+
+class _Duration(ParamType):
+    label = "duration"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        m = _DURATION_RE.fullmatch(value.strip().lower())
+        if not m:
+            raise ValueError(f"bad time value: {value!r}")
+        return int(m.group(1)) * DURATION_UNITS[m.group(2) or unit]
+
+
+def split_list(value: str) -> list[str]:
+    """Split a Postfix list on commas and whitespace; "{ a b }" stays one item."""
+    items: list[str] = []
+    cur: list[str] = []
+    depth = 0
+    for ch in value:
+        if ch == "{":
+            depth += 1
+        elif ch == "}" and depth:
+            depth -= 1
+        if depth == 0 and (ch == "," or ch.isspace()):
+            if cur:
+                items.append("".join(cur))
+                cur = []
+            continue
+        cur.append(ch)
+    if cur:
+        items.append("".join(cur))
+    return items
+
+
+class _List(ParamType):
+    label = "list"
+
+    def parse(self, value: str, unit: str = "s") -> object:
+        return split_list(value)
+
+
+Str: ParamType = _Str()
+Path: ParamType = _Path()
+Int: ParamType = _Int()
+Size: ParamType = _Size()
+Bool: ParamType = _Bool()
+Duration: ParamType = _Duration()
+List: ParamType = _List()
+
+
+@dataclass(frozen=True, slots=True)
+class Param:
+    """One main.cf parameter.
+
+    ``default`` is the unexpanded default as text; for computed parameters it
+    describes the computation (for the docs) and ``compute`` gives the value.
+    ``unit`` is the unit of a bare number for Duration parameters.
+    """
+
+    name: str
+    type: ParamType
+    default: str
+    doc: str
+    unit: str = "s"
+    compute: Callable[[Getter], str] | None = None
+
+    def default_value(self, get: Getter) -> str:
+        return self.compute(get) if self.compute else self.default
+
+
+@functools.lru_cache(maxsize=1)
+def _system_hostname() -> str:
+    # Deliberately no DNS: gethostname() only, like Postfix; a bare name gets
+    # ".localdomain" so that mydomain is never empty.
+    name = socket.gethostname().strip().rstrip(".") or "localhost"
+    return name if "." in name else name + ".localdomain"
+
+
+def _default_myhostname(get: Getter) -> str:
+    return _system_hostname()
+
+
+def _default_mydomain(get: Getter) -> str:
+    host = get("myhostname")
+    _, _, rest = host.partition(".")
+    # Like Postfix: a single remaining label (a bare TLD) is no domain.
+    return rest if "." in rest else "localdomain"
+
+
+def _p(name: str, type_: ParamType, default: str, doc: str, **kw: object) -> Param:
+    return Param(name, type_, default, doc, **kw)  # type: ignore[arg-type]
+
+
+_ALL: list[Param] = [
+    # --- Paths and identity -------------------------------------------------
+    _p("config_directory", Path, "/etc/estafeta", "Directory holding main.cf and master.cf."),
+    _p("queue_directory", Path, "/var/spool/estafeta", "Root of the mail queue (incoming, active, deferred, ...)."),
+    _p("data_directory", Path, "/var/lib/estafeta", "Directory for writable state such as caches and locks."),
+    _p("command_directory", Path, "/usr/sbin", "Directory holding the estafeta administrative commands."),
+    _p("daemon_directory", Path, "/usr/lib/estafeta", "Directory holding helper programs run by the master (ours: Python services need none)."),
+    _p("mail_owner", Str, "estafeta", "Unprivileged account that owns the queue and runs network-facing services (ours: estafeta)."),
+    _p("setgid_group", Str, "estafetadrop", "Group used by the sendmail command to write into the maildrop directory."),
+    _p("default_privs", Str, "nobody", "Account whose rights deliveries to files and commands get when no other owner applies."),
+    _p("mail_name", Str, "Estafeta", "Name of the mail system, used in notices and the Received: header."),
+    _p("myhostname", Str, "(system host name, with .localdomain added when it has no dot)",
+       "Fully qualified host name of this machine, used in the banner, HELO and Received: headers.",
+       compute=_default_myhostname),
+    _p("mydomain", Str, "(myhostname minus its first label, or localdomain)",
+       "Internet domain of this machine.", compute=_default_mydomain),
+    _p("myorigin", Str, "$myhostname", "Domain appended to unqualified sender addresses of locally posted mail."),
+    _p("mydestination", List, "$myhostname, localhost.$mydomain, localhost",
+       "Domains delivered by local_transport (the local domain class)."),
+    _p("mynetworks", List, "127.0.0.0/8 [::1]/128", "Trusted client networks that may relay (see permit_mynetworks)."),
+    _p("mynetworks_style", Str, "host", "How mynetworks is derived when unset: host, subnet or class."),
+    _p("inet_interfaces", List, "all", "Network addresses the SMTP server and other inet services listen on."),
+    _p("inet_protocols", List, "all", "IP protocols to use: ipv4, ipv6 or all."),
+    _p("relay_domains", List, "", "Domains this system relays mail to (the relay domain class)."),
+    _p("relayhost", Str, "", "Next-hop host for mail to non-local destinations; empty means direct MX delivery."),
+    _p("append_dot_mydomain", Bool, "no", "Append .$mydomain to addresses with a host part that has no dot."),
+    _p("masquerade_domains", List, "", "Domains whose subdomains are stripped from addresses in headers and envelope."),
+    _p("recipient_delimiter", Str, "", "Characters that separate a user name from an address extension (user+ext)."),
+    _p("empty_address_recipient", Str, "MAILER-DAEMON", "Recipient of mail sent to the null address <>."),
+    _p("double_bounce_sender", Str, "double-bounce", "Sender address of notices that must never bounce back."),
+    # --- Transports and address classes -------------------------------------
+    _p("local_transport", Str, "local:$myhostname", "Transport for domains in mydestination."),
+    _p("virtual_transport", Str, "virtual", "Transport for domains in virtual_mailbox_domains."),
+    _p("relay_transport", Str, "relay", "Transport for domains in relay_domains."),
+    _p("default_transport", Str, "smtp", "Transport for all other destinations."),
+    _p("transport_maps", List, "", "Lookup tables mapping recipients or domains to transport:nexthop."),
+    _p("local_recipient_maps", List, "unix:passwd.byname $alias_maps",
+       "Tables of valid local recipients; unknown local recipients are rejected by the SMTP server."),
+    _p("alias_maps", List, "hash:/etc/aliases", "Alias tables used by the local delivery agent."),
+    _p("alias_database", List, "hash:/etc/aliases", "Alias tables rebuilt by the newaliases command."),
+    _p("virtual_mailbox_domains", List, "$virtual_mailbox_maps", "Domains delivered by virtual_transport (the virtual mailbox class)."),
+    _p("virtual_mailbox_maps", List, "", "Tables mapping virtual recipients to mailbox paths under virtual_mailbox_base."),
+    _p("virtual_mailbox_base", Path, "", "Directory prepended to the mailbox paths found in virtual_mailbox_maps."),
+    _p("virtual_mailbox_limit", Size, "51200000", "Largest mailbox file the virtual delivery agent writes, in bytes (0: no limit)."),
+    _p("virtual_alias_maps", List, "", "Tables rewriting recipient addresses for all address classes."),
+    _p("virtual_alias_domains", List, "$virtual_alias_maps", "Domains whose every address is an alias (the virtual alias class)."),
+    _p("canonical_maps", List, "", "Tables rewriting sender and recipient addresses in envelope and headers."),
+    _p("sender_canonical_maps", List, "", "Tables rewriting sender addresses only."),
+    _p("recipient_canonical_maps", List, "", "Tables rewriting recipient addresses only."),
+    _p("relocated_maps", List, "", "Tables of moved users; mail to them bounces with their new address."),
+    _p("home_mailbox", Str, "", "Mailbox path relative to a local user's home; a trailing / means Maildir."),
+    _p("mail_spool_directory", Path, "/var/mail", "Directory of mbox spool files for local users when home_mailbox is empty."),
+    _p("mailbox_command", Str, "", "Program the local delivery agent runs instead of writing the mailbox itself."),
+    _p("mailbox_transport", Str, "", "Transport that takes over local mailbox delivery after alias expansion."),
+    _p("fallback_transport", Str, "", "Transport for local recipients not found in the UNIX password database."),
+    _p("mailbox_size_limit", Size, "51200000", "Largest mailbox file the local delivery agent writes, in bytes (0: no limit)."),
+    _p("allow_mail_to_commands", List, "alias, forward", "Where the local delivery agent allows deliveries to |command."),
+    _p("allow_mail_to_files", List, "alias, forward", "Where the local delivery agent allows deliveries to /file."),
+    _p("biff", Bool, "yes", "Notify the local biff service of new mail."),
+    # --- Message limits -------------------------------------------------------
+    _p("message_size_limit", Size, "10240000", "Largest message accepted, in bytes, including the envelope."),
+    _p("header_size_limit", Size, "102400", "Largest message header kept in memory, in bytes; the excess is discarded."),
+    _p("line_length_limit", Size, "2048", "Longest input line kept whole; longer lines are split in pieces of this size."),
+    _p("bounce_size_limit", Size, "50000", "Largest part of the original message returned in a bounce, in bytes."),
+    _p("default_database_type", Str, "hash", "Table type used when a lookup table is named without a type."),
+    # --- SMTP server -----------------------------------------------------------
+    _p("smtpd_banner", Str, "$myhostname ESMTP", "Text after the 220 code in the greeting; no software version (seed 5.3.3)."),
+    _p("smtpd_recipient_limit", Int, "1000", "Most recipients accepted in one transaction."),
+    _p("smtpd_timeout", Duration, "300s", "How long the SMTP server waits for a client command or data."),
+    _p("smtpd_hard_error_limit", Int, "20", "Errors after which the SMTP server disconnects the client."),
+    _p("smtpd_soft_error_limit", Int, "10", "Errors after which the SMTP server delays each reply by smtpd_error_sleep_time."),
+    _p("smtpd_error_sleep_time", Duration, "1s", "Delay before error replies once smtpd_soft_error_limit is reached."),
+    _p("smtpd_client_restrictions", List, "", "Access restrictions applied to the client address and name."),
+    _p("smtpd_helo_restrictions", List, "", "Access restrictions applied to the HELO/EHLO name."),
+    _p("smtpd_sender_restrictions", List, "", "Access restrictions applied to the MAIL FROM address."),
+    _p("smtpd_relay_restrictions", List, "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination",
+       "Relay control applied at RCPT TO before smtpd_recipient_restrictions."),
+    _p("smtpd_recipient_restrictions", List, "", "Access restrictions applied to the RCPT TO address."),
+    _p("smtpd_data_restrictions", List, "", "Access restrictions applied at the DATA command."),
+    _p("smtpd_delay_reject", Bool, "yes", "Apply client, HELO and sender restrictions at RCPT TO time."),
+    _p("smtpd_helo_required", Bool, "no", "Require HELO or EHLO before MAIL FROM."),
+    _p("disable_vrfy_command", Bool, "no", "Refuse the VRFY command."),
+    _p("strict_rfc821_envelopes", Bool, "no", "Reject MAIL FROM and RCPT TO addresses not in strict RFC 5321 form."),
+    _p("smtpd_forbid_bare_newline", Bool, "yes", "Reject bare LF line endings in SMTP commands and data (SMTP smuggling defence)."),
+    _p("smtputf8_enable", Bool, "yes", "Announce and accept SMTPUTF8 (RFC 6531)."),
+    _p("smtpd_worker_count", Int, "0", "Number of SMTP server worker processes (ours; 0 means one per CPU core)."),
+    _p("smtpd_client_connection_count_limit", Int, "50", "Most simultaneous connections from one client (0: no limit)."),
+    _p("smtpd_client_connection_rate_limit", Int, "0", "Most connections from one client per anvil_rate_time_unit (0: no limit)."),
+    _p("smtpd_sasl_auth_enable", Bool, "no", "Offer SMTP AUTH (RFC 4954) to clients."),
+    _p("smtpd_tls_security_level", Str, "", "SMTP server TLS: empty or none, may (offer STARTTLS) or encrypt (require it)."),
+    _p("smtpd_tls_cert_file", Path, "", "PEM certificate chain of the SMTP server."),
+    _p("smtpd_tls_key_file", Path, "$smtpd_tls_cert_file", "PEM private key of the SMTP server."),
+    _p("unknown_local_recipient_reject_code", Int, "550", "SMTP code for recipients not found in local_recipient_maps."),
+    _p("authorized_submit_users", List, "static:anyone", "Local users allowed to submit mail with the sendmail command."),
+    # --- SMTP client ------------------------------------------------------------
+    _p("smtp_connect_timeout", Duration, "30s", "How long the SMTP client waits for a TCP connection."),
+    _p("smtp_helo_timeout", Duration, "300s", "How long the SMTP client waits for the greeting and the HELO reply."),
+    _p("smtp_data_done_timeout", Duration, "600s", "How long the SMTP client waits for the reply to the end of data."),
+    _p("smtp_tls_security_level", Str, "", "SMTP client TLS: empty or none, may, encrypt, dane or verify."),
+    _p("smtp_bind_address", Str, "", "Local IPv4 address the SMTP client binds to."),
+    # --- Queue manager and scheduling --------------------------------------------
+    _p("queue_run_delay", Duration, "300s", "How often the queue manager scans the deferred queue."),
+    _p("minimal_backoff_time", Duration, "300s", "Shortest time a deferred message waits before its next attempt."),
+    _p("maximal_backoff_time", Duration, "4000s", "Longest time a deferred message waits before its next attempt."),
+    _p("maximal_queue_lifetime", Duration, "5d", "How long a message may stay queued before it bounces (bare number: days).", unit="d"),
+    _p("bounce_queue_lifetime", Duration, "5d", "How long a bounce message may stay queued before it is dropped (bare number: days).", unit="d"),
+    _p("delay_warning_time", Duration, "0h", "When to warn the sender of delayed mail; 0 disables (bare number: hours).", unit="h"),
+    _p("qmgr_message_active_limit", Int, "20000", "Most messages in the active queue."),
+    _p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients of all active messages."),
+    _p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination per transport."),
+    _p("default_destination_recipient_limit", Int, "50", "Most recipients per delivery request per transport."),
+    _p("local_destination_concurrency_limit", Int, "2", "Most parallel local deliveries to one recipient."),
+    _p("local_destination_recipient_limit", Int, "1", "Recipients per local delivery request."),
+    _p("default_process_limit", Int, "100", "Default maxproc of master.cf services."),
+    _p("fsync_queue", Bool, "yes", "fsync queue files and their directories before acknowledging mail (ours)."),
+    _p("soft_bounce", Bool, "no", "Turn hard bounces into deferrals; for testing a new configuration."),
+    # --- Notices -------------------------------------------------------------------
+    _p("notify_classes", List, "resource, software", "Problem classes reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software."),
+    _p("2bounce_notice_recipient", Str, "postmaster", "Recipient of undeliverable bounces."),
+    _p("bounce_notice_recipient", Str, "postmaster", "Recipient of bounce copies when notify_classes has bounce."),
+    _p("delay_notice_recipient", Str, "postmaster", "Recipient of delay copies when notify_classes has delay."),
+    _p("error_notice_recipient", Str, "postmaster", "Recipient of protocol, policy, resource and software problem reports."),
+    _p("always_bcc", Str, "", "Address that gets a copy of every message."),
+    _p("sender_bcc_maps", List, "", "Tables giving a BCC address per sender."),
+    _p("recipient_bcc_maps", List, "", "Tables giving a BCC address per recipient."),
+    # --- Processes and logging ----------------------------------------------------
+    _p("daemon_timeout", Duration, "18000s", "How long a service may take on one request before it is killed."),
+    _p("ipc_timeout", Duration, "3600s", "How long internal communication may block before it fails."),
+    _p("max_idle", Duration, "100s", "How long an idle service process waits for work before exiting."),
+    _p("max_use", Int, "100", "Requests a service process handles before exiting."),
+    _p("service_throttle_time", Duration, "60s", "How long the master waits before restarting a service that failed to start."),
+    _p("import_environment", List, "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C",
+       "Environment variables the master passes to its services (NAME=value sets one)."),
+    _p("export_environment", List, "TZ MAIL_CONFIG LANG", "Environment variables passed to external commands."),
+    _p("maillog_file", Path, "", "File to log to instead of syslog; empty means syslog."),
+    _p("syslog_name", Str, "estafeta", "Program name prefix of log lines (estafeta/smtpd[pid])."),
+    _p("syslog_facility", Str, "mail", "Syslog facility of log lines."),
+]
+
+PARAMS: dict[str, Param] = {}
+for _param in _ALL:
+    if _param.name in PARAMS:  # pragma: no cover - guards the table itself
+        raise RuntimeError(f"parameter declared twice: {_param.name}")
+    PARAMS[_param.name] = _param
+del _param

@@ -1,0 +1,106 @@
+"""The mail log: Postfix-shaped lines, queue id first (STYLE 6).
+
+    Nov 28 05:50:01 mx estafeta/smtpd[4123]: 3F1A...: client=localhost[127.0.0.1]
+
+One function per log event lives with the daemon that logs it; they all end here in
+`MailLog.info` and friends. Lines go to `maillog_file` (O_APPEND: one write per line,
+so lines from many processes never interleave) and/or to stderr. Client-supplied text
+is escaped with `esc` before it is logged.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import sys
+import time
+import traceback
+
+
+
+def esc(text: str, limit: int = 200) -> str:
+    """Make client text safe for one log line: control characters become \\ooo."""
+    if text.isprintable() and len(text) <= limit:
+        return text
+    out = []
+    for ch in text[:limit]:
+        o = ord(ch)
+        out.append(ch if ch.isprintable() else f"\\{o:03o}" if o < 256 else "?")
+    return "".join(out)
+
+
+class MailLog:
+    def __init__(self, program: str = "estafeta", *, path: str = "", stderr: bool = True,
+                 hostname: str | None = None) -> None:
+        self.program = program
+        self.pid = os.getpid()
+        self.hostname = (hostname or socket.gethostname()).split(".")[0]
+        self.stderr = stderr
+        self.fd = -1
+        self.path = path
+        if path:
+            self.reopen()
+
+    def reopen(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        if self.path:
+            try:
+                os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+                self.fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+            except OSError as e:
+                print(f"{self.program}: warning: cannot open {self.path}: {e}", file=sys.stderr)
+
+    def set_program(self, program: str) -> None:
+        self.program = program
+        self.pid = os.getpid()
+
+    def _emit(self, level: str, msg: str) -> None:
+        ts = time.strftime("%b %d %H:%M:%S", time.localtime())
+        text = f"{level}: {msg}" if level else msg
+        line = f"{ts} {self.hostname} {self.program}[{self.pid}]: {text}\n".encode("utf-8", "replace")
+        if self.fd >= 0:
+            try:
+                os.write(self.fd, line)
+            except OSError:
+                pass
+        if self.stderr:
+            try:
+                sys.stderr.buffer.write(line)
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+
+    def info(self, msg: str) -> None:
+        self._emit("", msg)
+
+    def warning(self, msg: str) -> None:
+        self._emit("warning", msg)
+
+    def error(self, msg: str) -> None:
+        self._emit("error", msg)
+
+    def fatal(self, msg: str) -> None:
+        self._emit("fatal", msg)
+
+    def exception(self, msg: str) -> None:
+        """An unexpected exception: one warning line plus the traceback, line by line."""
+        self._emit("warning", msg)
+        for chunk in traceback.format_exc().rstrip().splitlines():
+            self._emit("warning", "  " + chunk)
+
+
+log = MailLog()
+
+
+def setup(program: str, path: str = "", stderr: bool = True, hostname: str | None = None) -> MailLog:
+    """Configure the process-wide log (called once by each daemon at start)."""
+    global log
+    log.program = program
+    log.pid = os.getpid()
+    log.stderr = stderr
+    if hostname:
+        log.hostname = hostname.split(".")[0]
+    log.path = path
+    log.reopen()
+    return log

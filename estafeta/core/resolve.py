@@ -1,0 +1,106 @@
+"""Address classes and routing (Postfix's trivial-rewrite "resolve" step, SPEC S4).
+
+Given a recipient address, say which class its domain belongs to and which
+transport:nexthop takes it, in Postfix's order: local (mydestination, and the
+machine's own address literals), virtual alias (later), virtual mailbox, relay,
+default. transport_maps, virtual_alias_maps and the rest arrive with the tables
+issue and slot in before the class rules (`resolve`).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..tables import TableList, open_table, split_table_list
+
+LOCAL, VIRTUAL, RELAY, DEFAULT = "local", "virtual", "relay", "default"
+
+
+class DomainList:
+    """A Postfix domain list: names, /file/name, and type:table entries."""
+
+    def __init__(self, value: str, subdomains: bool = False) -> None:
+        self.names: set[str] = set()
+        self.tables = []
+        self.subdomains = subdomains
+        for item in split_table_list(value):
+            if item.startswith("/") and os.path.isfile(item):
+                with open(item, encoding="utf-8") as f:
+                    for line in f:
+                        line = line.split("#", 1)[0].strip()
+                        if line:
+                            self.names.update(x.lower() for x in line.replace(",", " ").split())
+            elif ":" in item and not item.startswith("["):
+                self.tables.append(open_table(item))
+            else:
+                self.names.add(item.lower().rstrip("."))
+
+    def __contains__(self, domain: str) -> bool:
+        d = domain.lower().rstrip(".")
+        if d in self.names or any(t.lookup(d) is not None for t in self.tables):
+            return True
+        if self.subdomains:
+            parts = d.split(".")
+            for i in range(1, len(parts)):
+                parent = ".".join(parts[i:])
+                if parent in self.names or "." + parent in self.names:
+                    return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    address_class: str
+    transport: str
+    nexthop: str
+
+
+def _split_transport(value: str, default_nexthop: str) -> tuple[str, str]:
+    t, _, nh = value.partition(":")
+    return t, nh or default_nexthop
+
+
+class Resolver:
+    def __init__(self, cfg) -> None:
+        self.cfg = cfg
+        self.myhostname = cfg.get("myhostname").lower()
+        self.mydestination = DomainList(cfg.get("mydestination"))
+        self.virtual_mailbox_domains = DomainList(cfg.get("virtual_mailbox_domains"))
+        self.relay_domains = DomainList(cfg.get("relay_domains"), subdomains=True)
+        self.local_transport = cfg.get("local_transport")
+        self.virtual_transport = cfg.get("virtual_transport")
+        self.relay_transport = cfg.get("relay_transport")
+        self.default_transport = cfg.get("default_transport")
+        self.relayhost = cfg.get("relayhost")
+        self.local_recipient_maps = TableList(cfg.get("local_recipient_maps"))
+
+    def address_class(self, domain: str) -> str:
+        if not domain or domain in self.mydestination or domain.lower() == self.myhostname:
+            return LOCAL
+        if domain in self.virtual_mailbox_domains:
+            return VIRTUAL
+        if domain in self.relay_domains:
+            return RELAY
+        return DEFAULT
+
+    def resolve(self, address: str) -> Route:
+        domain = address.rpartition("@")[2] if "@" in address else ""
+        cls = self.address_class(domain)
+        if cls == LOCAL:
+            t, nh = _split_transport(self.local_transport, domain or self.myhostname)
+        elif cls == VIRTUAL:
+            t, nh = _split_transport(self.virtual_transport, domain)
+        elif cls == RELAY:
+            t, nh = _split_transport(self.relay_transport, self.relayhost or domain)
+        else:
+            t, nh = _split_transport(self.default_transport, self.relayhost or domain)
+        return Route(cls, t, nh.lower())
+
+    def is_known_local(self, address: str) -> bool | None:
+        """For smtpd's reject_unlisted_recipient: None when there is no table to ask."""
+        if not self.local_recipient_maps:
+            return None
+        local = address.rpartition("@")[0] if "@" in address else address
+        domain = address.rpartition("@")[2] if "@" in address else ""
+        return any(self.local_recipient_maps.lookup(k) is not None
+                   for k in (address, local, "@" + domain) if k)

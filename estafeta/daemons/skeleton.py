@@ -1,0 +1,149 @@
+"""What every estafeta service process does before it serves (Postfix's skeleton).
+
+The master starts each service as `python -m estafeta.daemons.run ...` with its
+listening socket inherited as a file descriptor. Here the child loads main.cf with
+the master.cf `-o` overrides, opens the mail log, drops root for the mail owner
+(unless master.cf says `unpriv = n`), dies with its master (PR_SET_PDEATHSIG), and
+runs the service's coroutine on asyncio (uvloop when installed). SIGTERM asks for a
+graceful stop: stop accepting, finish what is in hand, exit.
+Next: master.py (who starts us), smtpd.py / qmgr.py / agent.py (what we run).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ctypes
+import grp
+import os
+import pwd
+import signal
+import socket
+import sys
+from dataclasses import dataclass, field
+
+from ..config.main_cf import MainConfig
+from ..core import maillog
+from ..queue.store import QueueStore
+
+
+@dataclass
+class ServiceContext:
+    service: str
+    type: str
+    command: str
+    config_dir: str
+    cfg: MainConfig
+    listen_socket: socket.socket | None
+    store: QueueStore
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    busy: int = 0
+    args: list[str] = field(default_factory=list)
+
+
+def mail_owner_ids(cfg: MainConfig) -> tuple[int, int] | None:
+    """(uid, gid) of mail_owner when running as root, else None (stay who we are)."""
+    if os.geteuid() != 0:
+        return None
+    name = cfg.get("mail_owner")
+    try:
+        pw = pwd.getpwnam(name)
+    except KeyError:
+        raise SystemExit(f"fatal: mail_owner {name!r} is not a user of this system; "
+                         f"run 'estafeta init' as root to create it") from None
+    return pw.pw_uid, pw.pw_gid
+
+
+def drop_privileges(ids: tuple[int, int], name: str) -> None:
+    uid, gid = ids
+    os.setgroups([])
+    os.setgid(gid)
+    os.setuid(uid)
+    if os.geteuid() == 0 or os.getuid() == 0:
+        raise SystemExit("fatal: could not drop root privileges")
+
+
+def die_with_parent() -> None:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)   # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def install_loop() -> None:
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="estafeta-service")
+    p.add_argument("-c", dest="config_dir", required=True)
+    p.add_argument("-s", dest="service", required=True)
+    p.add_argument("-t", dest="type", required=True)
+    p.add_argument("-o", dest="overrides", action="append", default=[])
+    p.add_argument("--fd", type=int, default=-1)
+    p.add_argument("--unpriv", default="y")
+    p.add_argument("command")
+    p.add_argument("args", nargs="*")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(sys.argv[1:] if argv is None else argv)
+    die_with_parent()
+    overrides = dict(o.split("=", 1) for o in a.overrides)
+    cfg = MainConfig.load(os.path.join(a.config_dir, "main.cf")).overrides(overrides)
+    maillog.setup(f"{cfg.get('syslog_name')}/{a.command}", cfg.get("maillog_file"),
+                  stderr=not cfg.get("maillog_file"), hostname=cfg.get("myhostname"))
+    sock = None
+    if a.fd >= 0:
+        if a.type == "inet":
+            sock = socket.socket(fileno=a.fd)
+        elif a.type == "unix-dgram":
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM, fileno=a.fd)
+        else:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM, fileno=a.fd)
+        sock.setblocking(False)
+    # Import everything the service will need while we can still read the whole
+    # Python installation: after the drop it may live where the mail owner cannot
+    # look (a root-only home, as pyenv under /root).
+    module = _command_module(a.command)
+    install_loop()
+    import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool)
+    ids = mail_owner_ids(cfg)
+    if ids is not None and a.unpriv != "n":
+        drop_privileges(ids, cfg.get("mail_owner"))
+    store = QueueStore(cfg.get("queue_directory"))
+    if not os.access(store.root, os.R_OK | os.X_OK):
+        maillog.log.fatal(f"queue_directory {store.root}: permission denied for uid {os.getuid()}; "
+                          f"every directory above it must be searchable by the mail owner")
+        raise SystemExit(1)
+    ctx = ServiceContext(a.service, a.type, a.command, a.config_dir, cfg, sock, store, args=a.args)
+    try:
+        asyncio.run(_run(ctx, module))
+    except KeyboardInterrupt:
+        pass
+
+
+def _command_module(command: str):
+    from importlib import import_module
+    known = {"smtpd", "qmgr", "virtual"}
+    if command not in known:
+        raise SystemExit(f"fatal: unknown service command {command!r} (known: {', '.join(sorted(known))})")
+    return import_module(f"estafeta.daemons.{command}")
+
+
+async def _run(ctx: ServiceContext, module) -> None:
+    ctx.stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
+    loop.add_signal_handler(signal.SIGINT, ctx.stopping.set)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        await module.serve(ctx)
+    except Exception:
+        maillog.log.exception(f"{ctx.command}: unexpected error")
+        raise SystemExit(1)

@@ -1,0 +1,75 @@
+"""Maildir delivery (the Maildir spec: write in tmp/, fsync, link into new/).
+
+A message is durable in the Maildir before the agent says "sent": the file is
+fsync'd in tmp/, renamed into new/ and new/ is fsync'd. Names follow the spec's
+unique form `<sec>.M<usec>P<pid>Q<n>.<host>`. Blocking: call from a thread.
+"""
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import time
+
+from ..core.errors import PermFail, TempFail
+
+_counter = itertools.count(1)
+_host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+
+
+def ensure_maildir(path: str, uid: int = -1, gid: int = -1) -> None:
+    for sub in ("", "tmp", "new", "cur"):
+        p = os.path.join(path, sub)
+        try:
+            os.makedirs(p, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise TempFail(f"create maildir file {p}: {e}", "4.2.0") from e
+        if uid >= 0:
+            os.chown(p, uid, gid)
+
+
+def deliver_maildir(path: str, prefix: bytes, message_chunks, sync: bool = True) -> str:
+    """Deliver prefix + message into Maildir `path`; returns the file name in new/."""
+    ensure_maildir(path)
+    now = time.time()
+    name = f"{int(now)}.M{int((now % 1) * 1e6)}P{os.getpid()}Q{next(_counter)}.{_host}"
+    tmp = os.path.join(path, "tmp", name)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise TempFail(f"create maildir file {tmp}: {e}", "4.2.0") from e
+    try:
+        try:
+            os.write(fd, prefix)
+            for chunk in message_chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[os.write(fd, view):]
+            if sync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, os.path.join(path, "new", name))
+        if sync:
+            dfd = os.open(os.path.join(path, "new"), os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(dfd)
+            finally:
+                os.close(dfd)
+    except OSError as e:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        # A full disk or quota is temporary: defer, never bounce (RFC 3463 4.2.2/4.3.1).
+        raise TempFail(f"maildir delivery failed: {e.strerror}", "4.2.0") from e
+    return name
+
+
+def check_loop(message_head: bytes, recipient: str) -> None:
+    """A Delivered-To: header naming this recipient means a mail loop (5.4.6)."""
+    needle = recipient.lower().encode("utf-8", "surrogateescape")
+    head = message_head.split(b"\n\n", 1)[0].lower()
+    for line in head.split(b"\n"):
+        if line.startswith(b"delivered-to:") and line[13:].strip() == needle:
+            raise PermFail("mail forwarding loop for " + recipient, "5.4.6")

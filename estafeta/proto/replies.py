@@ -1,0 +1,141 @@
+"""SMTP replies: the Reply type and the one reply catalogue.
+
+Owns every reply text the server sends. Code and tests both import from here, so
+a reply is changed in one place. Text sent to clients stays generic; details go to
+the log (STYLE 4). Enhanced status codes: RFC 3463, RFC 5248 registry.
+Next: states.py (which replies move the session state), smtp_server.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    code: int
+    enhanced: str = ""      # "2.0.0"; empty for greeting/HELO-style replies
+    text: str = ""
+    lines: tuple[str, ...] = ()   # extra lines before `text` (EHLO keywords, HELP)
+    close: bool = False           # the server closes the connection after this reply
+
+    @property
+    def is_positive(self) -> bool:
+        return 200 <= self.code < 400
+
+    def to_bytes(self) -> bytes:
+        """Serialize, multi-line as RFC 5321 4.2.1: every line but the last has '-'."""
+        all_lines = [*self.lines, self.text]
+        out = []
+        prefix = f"{self.enhanced} " if self.enhanced else ""
+        for i, line in enumerate(all_lines):
+            sep = "-" if i < len(all_lines) - 1 else " "
+            out.append(f"{self.code}{sep}{prefix}{line}\r\n")
+        return "".join(out).encode("utf-8", "surrogateescape")
+
+    def with_text(self, text: str) -> "Reply":
+        return Reply(self.code, self.enhanced, text, self.lines, self.close)
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.enhanced + ' ' if self.enhanced else ''}{self.text}"
+
+
+# --------------------------------------------------------------------------
+# The catalogue. Wording follows Postfix's smtpd where it has one, so that
+# operators and client-side log scrapers see familiar text.
+# --------------------------------------------------------------------------
+
+def greeting(hostname: str) -> Reply:
+    """220 banner (RFC 5321 4.3.1). No software name or version: nothing to fingerprint."""
+    return Reply(220, "", f"{hostname} ESMTP")
+
+
+def helo_reply(hostname: str) -> Reply:
+    """Answer to HELO (RFC 5321 4.1.1.1): one line, no extensions."""
+    return Reply(250, "", hostname)
+
+
+def ehlo_reply(hostname: str, size_limit: int, extra: tuple[str, ...] = (),
+               *, smtputf8: bool = True) -> Reply:
+    """Multi-line EHLO/LHLO answer (RFC 5321 4.1.1.1), one extension keyword a line.
+
+    `extra` carries keywords the driver offers on top of the codec's own
+    (STARTTLS, AUTH PLAIN LOGIN, DSN, CHUNKING...). SIZE 0 means "no fixed
+    limit" (RFC 1870 4).
+    """
+    keywords = ["PIPELINING", f"SIZE {max(size_limit, 0)}", *extra,
+                "ENHANCEDSTATUSCODES", "8BITMIME"]
+    if smtputf8:
+        keywords.append("SMTPUTF8")
+    return Reply(250, "", keywords[-1], lines=(hostname, *keywords[:-1]))
+
+
+def queued(qid: str) -> Reply:
+    """End-of-data acceptance naming the queue id, as Postfix does."""
+    return Reply(250, "2.0.0", f"Ok: queued as {qid}")
+
+
+# Positive replies.
+OK = Reply(250, "2.0.0", "Ok")
+SENDER_OK = Reply(250, "2.1.0", "Ok")        # RFC 3463 X.1.0: about the sender
+RECIPIENT_OK = Reply(250, "2.1.5", "Ok")     # RFC 3463 X.1.5: destination valid
+NOOP = OK
+RSET = OK
+START_DATA = Reply(354, "", "End data with <CR><LF>.<CR><LF>")
+BYE = Reply(221, "2.0.0", "Bye", close=True)
+# RFC 5321 3.5.3: 252 when we will not say whether a mailbox exists.
+VRFY_REPLY = Reply(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+HELP = Reply(214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP")
+
+# Sequence errors (RFC 5321 4.3.2: 503 bad sequence of commands).
+NEED_MAIL = Reply(503, "5.5.1", "Error: need MAIL command")
+NEED_RCPT = Reply(503, "5.5.1", "Error: need RCPT command")
+NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
+SEND_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+SEND_LHLO = Reply(503, "5.5.1", "Error: send LHLO first")
+
+# Syntax errors. 500: the line itself is bad; 501: the arguments are bad;
+# 502: unknown verb (RFC 5321 4.2.2, 4.2.4).
+UNKNOWN_COMMAND = Reply(502, "5.5.2", "Error: command not recognized")
+BAD_SYNTAX = Reply(500, "5.5.2", "Error: bad syntax")
+BAD_UTF8 = Reply(500, "5.5.2", "Error: bad UTF-8 syntax")
+LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
+CONTROL_CHARACTERS = Reply(501, "5.5.4", "Error: control characters not allowed")
+# A bare LF in a command line: we answer and close. After a bare LF we no longer
+# know which line ending the client meant, so every later command (and any
+# pipelined DATA) could be framed differently by us and by whoever relayed it:
+# the desync that SMTP smuggling exploits. Postfix's smtpd_forbid_bare_newline
+# disconnects for the same reason. 500 because the line itself is malformed.
+BARE_LF_COMMAND = Reply(500, "5.5.2", "Error: bare <LF> received", close=True)
+SYNTAX_HELO = Reply(501, "5.5.4", "Syntax: HELO hostname")
+SYNTAX_EHLO = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+SYNTAX_LHLO = Reply(501, "5.5.4", "Syntax: LHLO hostname")
+SYNTAX_MAIL = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+SYNTAX_RCPT = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+SYNTAX_DATA = Reply(501, "5.5.4", "Syntax: DATA")
+SYNTAX_RSET = Reply(501, "5.5.4", "Syntax: RSET")
+SYNTAX_QUIT = Reply(501, "5.5.4", "Syntax: QUIT")
+SYNTAX_VRFY = Reply(501, "5.5.4", "Syntax: VRFY address")
+BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
+BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
+BAD_PARAM_SYNTAX = Reply(501, "5.5.4", "Error: bad parameter syntax")
+BAD_PARAM = Reply(555, "5.5.4", "Unsupported option")           # RFC 5321 4.1.1.11
+BAD_SIZE_SYNTAX = Reply(501, "5.5.4", "Bad message size syntax")   # RFC 1870 6
+BAD_BODY = Reply(501, "5.5.4", "Bad BODY keyword syntax")         # RFC 6152 2
+# RFC 6531 3.5: a non-ASCII address needs the SMTPUTF8 parameter on MAIL.
+NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+
+# Message content errors, sent in answer to the end of data.
+BARE_LF_DATA = Reply(550, "5.5.2", "Error: bare <LF> or <CR> received in message data")
+MESSAGE_TOO_BIG = Reply(552, "5.3.4", "Error: message file too big")
+SIZE_EXCEEDED_MAIL = Reply(552, "5.3.4", "Message size exceeds fixed limit")  # RFC 1870 6.1
+
+# Policy (the driver decides; the codec never sends these on its own).
+RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
+UNKNOWN_USER = Reply(550, "5.1.1", "Recipient address rejected: User unknown in local recipient table")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")  # RFC 5321 4.5.3.1.10
+
+# Session ends and temporary failures.
+TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors", close=True)
+TEMP_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
+SHUTDOWN = Reply(421, "4.3.2", "Service shutting down", close=True)
+TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded", close=True)

@@ -1,0 +1,223 @@
+"""The queue directories and the one atomic-write path into them.
+
+Owns the layout under queue_directory (SPEC S3):
+
+    maildrop/  incoming/  active/  deferred/  hold/  corrupt/   queue files by id
+    defer/     per-message deferral reasons (for mailq), written by qmgr
+    private/   unix sockets of internal services (qmgr trigger, delivery agents)
+    pid/       master.pid
+
+Rules (ARCHITECTURE "contracts"): only cleanup creates queue files, only qmgr moves
+them. A queue file appears under its final name only once its content is durable:
+it is written to a temporary name beginning with "." in the same directory, fsync'd,
+renamed, and the directory fsync'd (`atomic_write`, `QueueFileWriter`). Readers skip
+names beginning with ".": those are unfinished writes, removed at recovery.
+
+Directory fsyncs are the costly, shareable part of that sequence, so concurrent
+writers share them (`DirSyncer`, group commit): one fsync of incoming/ made after a
+writer's rename covers that writer, however many renames it covers.
+Next: qfile.py (file contents), daemons/cleanup.py (the writer), daemons/qmgr.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+from ..core.queueid import is_queue_id
+from . import qfile
+
+QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
+AUX = ("defer", "bounce", "private", "pid", "public")
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(directory: str, name: str, data: bytes, mode: int = 0o600, sync: bool = True) -> str:
+    """Write `data` as directory/name: temp name, fsync, rename, fsync directory."""
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
+    final = os.path.join(directory, name)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        if sync:
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    os.rename(tmp, final)
+    if sync:
+        fsync_dir(directory)
+    return final
+
+
+class DirSyncer:
+    """Group commit of directory fsyncs for one directory (asyncio side).
+
+    `await sync()` returns once an fsync of the directory that *started after* the
+    call has finished, so every rename done before the call is durable. While one
+    fsync runs, all callers that arrive queue behind one shared next fsync.
+    """
+
+    def __init__(self, path: str, enabled: bool = True) -> None:
+        self.path = path
+        self.enabled = enabled
+        self._running: asyncio.Future[None] | None = None
+        self._next: asyncio.Future[None] | None = None
+
+    async def sync(self) -> None:
+        if not self.enabled:
+            return
+        loop = asyncio.get_running_loop()
+        if self._running is None:
+            fut = self._running = loop.create_future()
+            loop.create_task(self._run(fut))
+            await asyncio.shield(fut)
+            return
+        if self._next is None:
+            self._next = loop.create_future()
+        await asyncio.shield(self._next)
+
+    async def _run(self, fut: "asyncio.Future[None]") -> None:
+        while True:
+            try:
+                await asyncio.to_thread(fsync_dir, self.path)
+            except OSError as e:
+                if not fut.done():
+                    fut.set_exception(e)
+            else:
+                if not fut.done():
+                    fut.set_result(None)
+            nxt, self._next = self._next, None
+            if nxt is None:
+                self._running = None
+                return
+            fut = self._running = nxt
+
+
+class QueueFileWriter:
+    """Streams one new queue file into a queue directory (cleanup's side).
+
+    write_envelope(), write() message chunks, then commit() in a thread (fsync +
+    rename), then the caller shares a directory fsync through DirSyncer. abort()
+    removes the temporary file. Never visible under its id before commit().
+    """
+
+    BUF = 256 * 1024
+
+    def __init__(self, directory: str, queue_id: str, sync: bool = True) -> None:
+        self.directory = directory
+        self.queue_id = queue_id
+        self.sync = sync
+        self.tmp = os.path.join(directory, "." + queue_id)
+        self.final = os.path.join(directory, queue_id)
+        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.buf = bytearray()
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.buf += data
+        self.size += len(data)
+        if len(self.buf) >= self.BUF:
+            self._flush()
+
+    def _flush(self) -> None:
+        view = memoryview(self.buf)
+        while view:
+            n = os.write(self.fd, view)
+            view = view[n:]
+        view.release()
+        self.buf.clear()
+
+    def commit(self) -> None:
+        """Make the file durable and give it its final name (blocking: run in a thread)."""
+        self._flush()
+        if self.sync:
+            os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+        os.rename(self.tmp, self.final)
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        try:
+            os.unlink(self.tmp)
+        except FileNotFoundError:
+            pass
+
+
+class QueueStore:
+    """Paths and moves under one queue_directory."""
+
+    def __init__(self, queue_directory: str) -> None:
+        self.root = queue_directory
+        self._lock = threading.Lock()
+
+    def path(self, queue: str, queue_id: str = "") -> str:
+        return os.path.join(self.root, queue, queue_id) if queue_id else os.path.join(self.root, queue)
+
+    def create_dirs(self, owner: tuple[int, int] | None = None) -> None:
+        """Make the queue directories, owned by the mail owner (uid, gid) when given.
+
+        All are private to that owner (0700): queue files are nobody else's business
+        (maildrop's access for local submitters comes with the sendmail command).
+        """
+        os.makedirs(self.root, mode=0o755, exist_ok=True)
+        for d in QUEUES + AUX:
+            p = self.path(d)
+            os.makedirs(p, mode=0o700, exist_ok=True)
+            if owner is not None:
+                os.chown(p, *owner)
+
+    def list(self, queue: str) -> list[str]:
+        """Queue ids in a queue, oldest first; unfinished writes (".name") skipped."""
+        try:
+            names = os.listdir(self.path(queue))
+        except FileNotFoundError:
+            return []
+        ids = [n for n in names if is_queue_id(n)]
+        ids.sort()
+        return ids
+
+    def unfinished(self, queue: str) -> list[str]:
+        try:
+            return [n for n in os.listdir(self.path(queue)) if n.startswith(".")]
+        except FileNotFoundError:
+            return []
+
+    def move(self, queue_id: str, src: str, dst: str) -> str:
+        """Rename between queues (atomic: after a crash the file is in exactly one)."""
+        dst_path = self.path(dst, queue_id)
+        os.rename(self.path(src, queue_id), dst_path)
+        return dst_path
+
+    def find(self, queue_id: str) -> str | None:
+        """Which queue holds this id, or None."""
+        for q in QUEUES:
+            if os.path.exists(self.path(q, queue_id)):
+                return q
+        return None
+
+    def read_envelope(self, queue: str, queue_id: str) -> qfile.Envelope:
+        return qfile.read_envelope(self.path(queue, queue_id), queue_id)
+
+    def remove(self, queue: str, queue_id: str) -> None:
+        os.unlink(self.path(queue, queue_id))
+        for aux in ("defer", "bounce"):
+            try:
+                os.unlink(self.path(aux, queue_id))
+            except FileNotFoundError:
+                pass
