@@ -108,12 +108,12 @@ def ensure_mail_owner(name: str) -> tuple[int, int]:
 
 def cmd_check(args) -> int:
     from ..config.main_cf import check
-    from ..config.master_cf import load_master_cf
+    from ..daemons.master import load_config
     cdir = config_dir(args)
     cfg = load(cdir)
     for w in check(cfg):
         print(f"estafeta: warning: {w}", file=sys.stderr)
-    load_master_cf(os.path.join(cdir, "master.cf"), default_process_limit=cfg.get_int("default_process_limit"))
+    load_config(cdir)
     from ..core.resolve import Resolver
     Resolver(cfg)       # opens every table the routing needs: missing files show here
     return 0

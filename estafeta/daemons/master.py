@@ -56,8 +56,9 @@ class Service:
 def load_config(config_dir: str) -> tuple[MainConfig, list[ServiceEntry]]:
     cfg = MainConfig.load(os.path.join(config_dir, "main.cf"))
     check(cfg)
-    entries = load_master_cf(os.path.join(config_dir, "master.cf"),
-                             default_process_limit=cfg.get_int("default_process_limit"))
+    path = os.path.join(config_dir, "master.cf")
+    entries = load_master_cf(path, default_process_limit=cfg.get_int("default_process_limit"))
+    check_services(entries, path)
     return cfg, entries
 
 
@@ -80,7 +81,7 @@ def bind(entry: ServiceEntry, cfg: MainConfig, store: QueueStore, owner) -> sock
             host = "" if not ifaces or ifaces == ["all"] else ifaces[0]
             host = "127.0.0.1" if host == "loopback-only" else host
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        port_n = int(port) if port.isdigit() else socket.getservbyname(port, "tcp")
+        port_n = inet_port(entry)
         s = socket.socket(family, socket.SOCK_STREAM)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -108,6 +109,29 @@ def bind(entry: ServiceEntry, cfg: MainConfig, store: QueueStore, owner) -> sock
         return None
     os.set_inheritable(s.fileno(), True)
     return s
+
+
+def inet_port(entry: ServiceEntry) -> int:
+    port = entry.endpoint[1]
+    if port.isdigit():
+        return int(port)
+    try:
+        return socket.getservbyname(port, "tcp")
+    except OSError:
+        raise ConfigError("master.cf", entry.line, f"unknown service port {port!r} for {entry.name}") from None
+
+
+def check_services(entries: list[ServiceEntry], path: str) -> None:
+    """What the parser cannot know: ports that resolve, commands that exist."""
+    from .skeleton import KNOWN_COMMANDS
+    for e in entries:
+        try:
+            if e.type == "inet":
+                inet_port(e)
+        except ConfigError as err:
+            raise ConfigError(path, e.line, err.problem) from None
+        if e.command not in KNOWN_COMMANDS:
+            raise ConfigError(path, e.line, f"unknown command {e.command!r} (known: {', '.join(sorted(KNOWN_COMMANDS))})")
 
 
 def process_count(entry: ServiceEntry, cfg: MainConfig) -> tuple[int, list[str]]:
@@ -139,6 +163,7 @@ class Master:
                       stderr=not cfg.get("maillog_file"), hostname=cfg.get("myhostname"))
         self.lock_pid_file()
         self.open_services(cfg, entries)
+        self.write_pid()
         maillog.log.info(f"daemon started -- version {__version__}, configuration {self.config_dir}")
 
     def lock_pid_file(self) -> None:
@@ -149,10 +174,13 @@ class Master:
         except OSError:
             os.close(fd)
             raise SystemExit(f"estafeta: fatal: the mail system is already running (see {path})") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid():>10}\n".encode())
         self.pid_fd = fd
         self.pid_path = path
+
+    def write_pid(self) -> None:
+        """Only once every listener is bound: `estafeta start` takes the pid as 'up'."""
+        os.ftruncate(self.pid_fd, 0)
+        os.pwrite(self.pid_fd, f"{os.getpid():>10}\n".encode(), 0)
 
     def open_services(self, cfg: MainConfig, entries: list[ServiceEntry]) -> None:
         new: dict[tuple, Service] = {}

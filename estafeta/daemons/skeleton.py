@@ -128,11 +128,13 @@ def main(argv: list[str] | None = None) -> None:
         pass
 
 
+KNOWN_COMMANDS = frozenset({"smtpd", "qmgr", "virtual"})
+
+
 def _command_module(command: str):
     from importlib import import_module
-    known = {"smtpd", "qmgr", "virtual"}
-    if command not in known:
-        raise SystemExit(f"fatal: unknown service command {command!r} (known: {', '.join(sorted(known))})")
+    if command not in KNOWN_COMMANDS:
+        raise SystemExit(f"fatal: unknown service command {command!r} (known: {', '.join(sorted(KNOWN_COMMANDS))})")
     return import_module(f"estafeta.daemons.{command}")
 
 

@@ -19,6 +19,7 @@ it to `corrupt`) rather than guess. Next: store.py (where files live, atomic wri
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
@@ -72,16 +73,24 @@ def encode_value(value: str) -> bytes:
     return b
 
 
+def _encode_key(key: str) -> bytes:
+    # The reader splits "key=value" at the first "=": a key holding one would come
+    # back as a different key and value.
+    if "=" in key:
+        raise ValueError(f"'=' in queue record key: {key!r}")
+    return encode_value(key)
+
+
 def encode_envelope(arrival: float, sender: str, recipients: list[tuple[str, dict[str, str]]],
                     attrs: dict[str, str]) -> bytes:
     """Everything before the message, ending with the M record."""
     out = [MAGIC, b"T %.6f\n" % arrival, b"S " + encode_value(sender) + b"\n"]
     for k, v in attrs.items():
-        out.append(b"A " + encode_value(k) + b"=" + encode_value(v) + b"\n")
+        out.append(b"A " + _encode_key(k) + b"=" + encode_value(v) + b"\n")
     for addr, params in recipients:
         line = b"R- " + encode_value(addr)
         for k, v in params.items():
-            line += b"\t" + encode_value(k) + b"=" + encode_value(v)
+            line += b"\t" + _encode_key(k) + b"=" + encode_value(v)
         out.append(line + b"\n")
     out.append(b"M\n")
     return b"".join(out)
@@ -112,7 +121,12 @@ def parse_envelope(queue_id: str, data: bytes, file_size: int) -> Envelope:
                 raise CorruptQueueFile(f"{queue_id}: bad recipient status {rec[1:2]!r}")
             rcpts.append(Recipient(fields[0], rec[1], pos + 1, params))
         elif kind == b"T" and rec[1:2] == b" ":
-            arrival = float(rec[2:])
+            try:
+                arrival = float(rec[2:])
+            except ValueError:
+                arrival = math.nan
+            if not math.isfinite(arrival):
+                raise CorruptQueueFile(f"{queue_id}: bad arrival time {rec[2:22]!r}")
         elif kind == b"S" and rec[1:2] == b" ":
             sender = rec[2:].decode("utf-8", "surrogateescape")
         elif kind == b"A" and rec[1:2] == b" ":

@@ -56,7 +56,11 @@ def atomic_write(directory: str, name: str, data: bytes, mode: int = 0o600, sync
         os.unlink(tmp)
         raise
     os.close(fd)
-    os.rename(tmp, final)
+    try:
+        os.rename(tmp, final)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     if sync:
         fsync_dir(directory)
     return final

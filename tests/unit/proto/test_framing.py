@@ -1,0 +1,87 @@
+"""estafeta.proto.framing: end of data, dot-unstuffing, bare LF/CR."""
+from __future__ import annotations
+
+from hypothesis import given, strategies as st
+
+from estafeta.proto import replies as R
+from estafeta.proto.framing import MAX_HELD, DataFramer
+
+
+def run(*pieces: bytes, limit: int = 0) -> tuple[bytes, bool, bytes, DataFramer]:
+    """Feed pieces like the codec does; return (content, done, rest, framer)."""
+    f, buf, pos, out, done = DataFramer(limit), b"", 0, [], False
+    for piece in pieces:
+        buf, pos = buf[pos:] + piece, 0
+        if not done:
+            pos, chunk, done = f.step(buf, pos)
+            out.append(chunk)
+    return b"".join(out), done, buf[pos:], f
+
+
+def test_simple_message():
+    data, done, rest, f = run(b"a\r\nb\r\n.\r\nQUIT\r\n")
+    assert (data, done, rest, f.error) == (b"a\nb\n", True, b"QUIT\r\n", None)
+
+
+def test_empty_message():
+    assert run(b".\r\n")[:3] == (b"", True, b"")
+
+
+def test_only_crlf_dot_crlf_ends():
+    for fake in (b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\r\n", b"\r\n.\r"):
+        data, done, rest, f = run(b"x" + fake + b"y")
+        assert not done, f"got done for {fake!r}, want not done"
+
+
+def test_bare_lf_read_to_real_end_then_error():
+    data, done, rest, f = run(b"x\n.\nMAIL FROM:<a@b>\r\n.\r\nNOOP\r\n")
+    assert (done, rest, f.error) == (True, b"NOOP\r\n", R.BARE_LF_DATA)
+    assert data == b""
+
+
+def test_bare_cr():
+    assert run(b"x\ry\r\n.\r\n")[3].error == R.BARE_LF_DATA
+
+
+def test_cr_lf_split_between_reads_is_not_bare():
+    data, done, _, f = run(b"x\r", b"\ny\r\n.\r\n")
+    assert (data, done, f.error) == (b"x\ny\n", True, None)
+
+
+def test_dot_unstuffing():
+    assert run(b"..a\r\n.b\r\n...\r\nc.d\r\n.\r\n")[0] == b".a\nb\n..\nc.d\n"
+
+
+def test_terminator_split_every_way():
+    msg = b"hello\r\n..x\r\n.\r\nREST"
+    for i in range(1, len(msg)):
+        for j in range(i, len(msg)):
+            data, done, rest, f = run(msg[:i], msg[i:j], msg[j:])
+            assert (data, done, rest) == (b"hello\n.x\n", True, b"REST"), (i, j)
+
+
+def test_size_limit_counts_crlf_octets():
+    assert run(b"x" * 8 + b"\r\n.\r\n", limit=10)[3].error is None
+    data, done, _, f = run(b"x" * 9 + b"\r\n.\r\n", limit=10)
+    assert (done, f.error) == (True, R.MESSAGE_TOO_BIG)
+
+
+def test_long_line_is_streamed_not_held():
+    f, line = DataFramer(), b"z" * (MAX_HELD * 3)
+    pos, chunk, done = f.step(line, 0)
+    assert len(chunk) == len(line) - 1 and not done
+    buf = line[pos:] + b".more\r\n.\r\n"        # mid-line: this dot is content
+    pos, chunk2, done = f.step(buf, 0)
+    assert done and chunk + chunk2 == line + b".more\n"
+
+
+@given(st.lists(st.binary(max_size=40), max_size=8), st.data())
+def test_any_split_same_result(lines, data):
+    body = b"".join(l.replace(b"\r", b"").replace(b"\n", b"") + b"\r\n" for l in lines)
+    wire = body + b".\r\nTAIL"
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=6)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    whole = run(wire)
+    split = run(*pieces)
+    assert split[:3] == whole[:3]
+    assert whole[1] and whole[2] == b"TAIL"

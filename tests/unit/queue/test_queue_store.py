@@ -1,0 +1,286 @@
+"""Queue directories: atomic writes, the queue file writer, listing and moves, DirSyncer."""
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+
+import pytest
+
+from estafeta.core.queueid import new_queue_id
+from estafeta.queue import store
+from estafeta.queue.store import QUEUES, DirSyncer, QueueFileWriter, QueueStore, atomic_write
+
+ID1 = "0000000000001000AA00"
+ID2 = "0000000000002000AA00"
+ID3 = "0000000000003000AA00"
+
+
+@pytest.fixture
+def qs(tmp_path) -> QueueStore:
+    s = QueueStore(str(tmp_path / "queue"))
+    s.create_dirs()
+    return s
+
+
+# --- atomic_write -----------------------------------------------------------------
+def test_atomic_write_content_and_no_temp_left(tmp_path) -> None:
+    path = atomic_write(str(tmp_path), "file", b"hello\n" * 1000)
+    assert path == str(tmp_path / "file")
+    got = (tmp_path / "file").read_bytes()
+    assert got == b"hello\n" * 1000
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+    assert (os.stat(path).st_mode & 0o777) == 0o600
+
+
+def test_atomic_write_replaces_existing(tmp_path) -> None:
+    (tmp_path / "file").write_bytes(b"old")
+    atomic_write(str(tmp_path), "file", b"new", sync=False)
+    assert (tmp_path / "file").read_bytes() == b"new"
+    assert os.listdir(tmp_path) == ["file"]
+
+
+def test_atomic_write_failed_write_leaves_nothing(tmp_path) -> None:
+    with pytest.raises(TypeError):
+        atomic_write(str(tmp_path), "file", "not bytes")  # type: ignore[arg-type]
+    got = os.listdir(tmp_path)
+    assert got == [], f"got {got}, want []"
+
+
+def test_atomic_write_failed_rename_leaves_no_temp(tmp_path) -> None:
+    (tmp_path / "file").mkdir()
+    (tmp_path / "file" / "x").write_bytes(b"")     # a non-empty directory in the way
+    with pytest.raises(OSError):
+        atomic_write(str(tmp_path), "file", b"data")
+    got = os.listdir(tmp_path)
+    assert got == ["file"], f"got {got}, want ['file']"
+
+
+def test_atomic_write_missing_directory(tmp_path) -> None:
+    with pytest.raises(FileNotFoundError):
+        atomic_write(str(tmp_path / "nope"), "file", b"data")
+    assert os.listdir(tmp_path) == []
+
+
+# --- QueueFileWriter --------------------------------------------------------------
+def test_writer_is_invisible_until_commit(qs: QueueStore) -> None:
+    incoming = qs.path("incoming")
+    qid = new_queue_id()
+    w = QueueFileWriter(incoming, qid, sync=False)
+    assert os.path.basename(w.tmp).startswith("."), f"got temp name {w.tmp}, want a leading '.'"
+    w.write(b"EQF 1\n")
+    w.write(b"x" * (QueueFileWriter.BUF + 10))     # forces a flush to the temp file
+    assert os.path.exists(w.tmp)
+    assert qs.list("incoming") == [], f"got {qs.list('incoming')}, want []"
+    assert qs.unfinished("incoming") == ["." + qid]
+    w.commit()
+    assert qs.list("incoming") == [qid]
+    assert qs.unfinished("incoming") == []
+    with open(qs.path("incoming", qid), "rb") as f:
+        got = f.read()
+    want = b"EQF 1\n" + b"x" * (QueueFileWriter.BUF + 10)
+    assert got == want
+    assert w.size == len(want), f"got size {w.size}, want {len(want)}"
+
+
+def test_writer_commit_with_sync(qs: QueueStore) -> None:
+    qid = new_queue_id()
+    w = QueueFileWriter(qs.path("incoming"), qid)
+    w.write(b"small")
+    w.commit()
+    assert qs.list("incoming") == [qid]
+
+
+def test_writer_abort_removes_temp(qs: QueueStore) -> None:
+    incoming = qs.path("incoming")
+    w = QueueFileWriter(incoming, new_queue_id(), sync=False)
+    w.write(b"data" * 100_000)
+    w.abort()
+    assert os.listdir(incoming) == []
+    w.abort()          # twice is harmless
+
+
+def test_writer_refuses_existing_temp(qs: QueueStore) -> None:
+    qid = new_queue_id()
+    QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    with pytest.raises(FileExistsError):
+        QueueFileWriter(qs.path("incoming"), qid, sync=False)
+
+
+# --- QueueStore -------------------------------------------------------------------
+def test_create_dirs_makes_private_dirs(qs: QueueStore) -> None:
+    for d in QUEUES + store.AUX:
+        p = qs.path(d)
+        assert os.path.isdir(p), f"missing {p}"
+        assert (os.stat(p).st_mode & 0o777) == 0o700, f"got mode {os.stat(p).st_mode & 0o777:o} for {d}, want 700"
+
+
+def test_list_sorted_and_skips_non_ids(qs: QueueStore) -> None:
+    d = qs.path("deferred")
+    for name in (ID3, ID1, "." + ID2, ID2, "README", ID1.lower(), ID1 + "0", ".tmp"):
+        open(os.path.join(d, name), "wb").close()
+    got = qs.list("deferred")
+    want = [ID1, ID2, ID3]
+    assert got == want, f"got {got}, want {want}"
+
+
+def test_list_missing_queue_is_empty(tmp_path) -> None:
+    assert QueueStore(str(tmp_path / "none")).list("active") == []
+
+
+def test_move_and_find(qs: QueueStore) -> None:
+    open(qs.path("incoming", ID1), "wb").close()
+    assert qs.find(ID1) == "incoming"
+    got = qs.move(ID1, "incoming", "active")
+    assert got == qs.path("active", ID1)
+    assert qs.find(ID1) == "active"
+    assert not os.path.exists(qs.path("incoming", ID1))
+    qs.move(ID1, "active", "deferred")
+    assert qs.find(ID1) == "deferred"
+    assert qs.find(ID2) is None
+
+
+def test_move_missing_raises(qs: QueueStore) -> None:
+    with pytest.raises(FileNotFoundError):
+        qs.move(ID1, "incoming", "active")
+
+
+def test_remove_also_removes_defer_and_bounce_logs(qs: QueueStore) -> None:
+    for q in ("deferred", "defer", "bounce"):
+        open(qs.path(q, ID1), "wb").close()
+    open(qs.path("deferred", ID2), "wb").close()
+    open(qs.path("defer", ID2), "wb").close()
+    qs.remove("deferred", ID1)
+    for q in ("deferred", "defer", "bounce"):
+        assert not os.path.exists(qs.path(q, ID1)), f"{q}/{ID1} still there"
+    assert os.path.exists(qs.path("defer", ID2))
+    qs.remove("deferred", ID2)          # no bounce/ID2: fine
+    assert qs.find(ID2) is None
+
+
+def test_read_envelope_through_store(qs: QueueStore) -> None:
+    from estafeta.queue.qfile import encode_envelope
+    data = encode_envelope(5.0, "a@b", [("c@d", {})], {}) + b"hi\n"
+    atomic_write(qs.path("active"), ID1, data, sync=False)
+    env = qs.read_envelope("active", ID1)
+    assert (env.sender, env.recipients[0].address, env.message_size) == ("a@b", "c@d", 3)
+
+
+# --- DirSyncer ---------------------------------------------------------------------
+class FakeFsync:
+    """Records fsync_dir calls; optionally holds each one until released."""
+
+    def __init__(self, gated: bool = False) -> None:
+        self.lock = threading.Lock()
+        self.started = 0
+        self.finished = 0
+        self.paths: list[str] = []
+        self.gated = gated
+        self.entered = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+        self.fail_next: OSError | None = None
+
+    def __call__(self, path: str) -> None:
+        with self.lock:
+            self.started += 1
+            self.paths.append(path)
+            fail, self.fail_next = self.fail_next, None
+        if self.gated:
+            self.entered.release()
+            assert self.release.acquire(timeout=10), "fsync never released"
+        with self.lock:
+            self.finished += 1
+        if fail is not None:
+            raise fail
+
+
+@pytest.fixture
+def fake(monkeypatch) -> FakeFsync:
+    f = FakeFsync()
+    monkeypatch.setattr(store, "fsync_dir", f)
+    return f
+
+
+async def checked_sync(syncer: DirSyncer, fake: FakeFsync) -> None:
+    """sync(), then check that an fsync started after the call finished before the return."""
+    started_at_call = fake.started
+    await syncer.sync()
+    assert fake.finished > started_at_call, (
+        f"got {fake.finished} fsyncs finished at return, want more than the {started_at_call} started at call")
+
+
+def test_single_sync_does_one_fsync(fake: FakeFsync, tmp_path) -> None:
+    syncer = DirSyncer(str(tmp_path))
+    asyncio.run(checked_sync(syncer, fake))
+    assert (fake.started, fake.paths) == (1, [str(tmp_path)])
+
+
+def test_disabled_syncer_never_fsyncs(fake: FakeFsync, tmp_path) -> None:
+    asyncio.run(DirSyncer(str(tmp_path), enabled=False).sync())
+    assert fake.started == 0
+
+
+def test_concurrent_syncs_share_fsyncs(fake: FakeFsync, tmp_path) -> None:
+    syncer = DirSyncer(str(tmp_path))
+
+    async def main() -> None:
+        await asyncio.gather(*(checked_sync(syncer, fake) for _ in range(100)))
+
+    asyncio.run(main())
+    assert 1 <= fake.started <= 3, f"got {fake.started} fsyncs for 100 callers, want 1..3"
+    assert fake.started == fake.finished
+
+
+def test_sequential_syncs_each_fsync(fake: FakeFsync, tmp_path) -> None:
+    syncer = DirSyncer(str(tmp_path))
+
+    async def main() -> None:
+        for _ in range(5):
+            await checked_sync(syncer, fake)
+
+    asyncio.run(main())
+    assert fake.started == 5, f"got {fake.started}, want 5"
+
+
+def test_caller_during_running_fsync_waits_for_the_next(tmp_path, monkeypatch) -> None:
+    fake = FakeFsync(gated=True)
+    monkeypatch.setattr(store, "fsync_dir", fake)
+    syncer = DirSyncer(str(tmp_path))
+
+    async def main() -> None:
+        first = asyncio.ensure_future(checked_sync(syncer, fake))
+        assert await asyncio.to_thread(fake.entered.acquire, True, 10), "first fsync never started"
+        # fsync #1 is running: these callers renamed after it began, so it does not cover them.
+        late = [asyncio.ensure_future(checked_sync(syncer, fake)) for _ in range(20)]
+        await asyncio.sleep(0)
+        fake.release.release()                      # finish fsync #1
+        await first
+        assert not any(t.done() for t in late), "a late caller returned on the fsync that began before it"
+        assert await asyncio.to_thread(fake.entered.acquire, True, 10), "second fsync never started"
+        assert fake.started == 2
+        even_later = asyncio.ensure_future(checked_sync(syncer, fake))
+        await asyncio.sleep(0)
+        fake.release.release()                      # finish fsync #2
+        await asyncio.gather(*late)
+        assert not even_later.done()
+        assert await asyncio.to_thread(fake.entered.acquire, True, 10), "third fsync never started"
+        fake.release.release()
+        await even_later
+
+    asyncio.run(main())
+    assert (fake.started, fake.finished) == (3, 3), f"got {(fake.started, fake.finished)}, want (3, 3)"
+
+
+def test_fsync_error_reaches_callers_and_syncer_recovers(fake: FakeFsync, tmp_path) -> None:
+    syncer = DirSyncer(str(tmp_path))
+    fake.fail_next = OSError(5, "Input/output error")
+
+    async def main() -> None:
+        results = await asyncio.gather(syncer.sync(), syncer.sync(), return_exceptions=True)
+        assert isinstance(results[0], OSError), f"got {results[0]!r}, want OSError"
+        # the second caller waited for fsync #2, which worked
+        assert results[1] is None, f"got {results[1]!r}, want None"
+        await checked_sync(syncer, fake)
+
+    asyncio.run(main())
+    assert fake.started == 3
