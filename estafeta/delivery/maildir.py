@@ -40,8 +40,7 @@ def deliver_maildir(path: str, prefix: bytes, message_chunks, sync: bool = True)
         raise TempFail(f"create maildir file {tmp}: {e}", "4.2.0") from e
     try:
         try:
-            os.write(fd, prefix)
-            for chunk in message_chunks:
+            for chunk in itertools.chain((prefix,), message_chunks):   # short writes too
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view):]

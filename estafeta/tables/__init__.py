@@ -128,6 +128,10 @@ class TextHashTable:
                 self._load()
         except OSError as e:
             raise TableTempError(f"{self.name}: {e}") from e
+        except ConfigError as e:
+            # Edited into a bad state (or removed after the stat) while running: this
+            # lookup cannot answer, so the caller defers. ConfigError is for load time.
+            raise TableTempError(f"{self.name}: {e}") from e
         return self.data.get(key.lower())
 
 

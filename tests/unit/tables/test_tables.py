@@ -28,7 +28,7 @@ def test_static_with_braces_and_spaces() -> None:
 
 
 def test_inline_pairs() -> None:
-    t = open_table("inline:{ a=1, B = , c=3 d=4 }".replace("B = ", "B="))
+    t = open_table("inline:{ a=1, B=, c=3 d=4 }")
     check_lookups(t, {"a": "1", "b": "", "c": "3", "d": "4", "A": "1", "e": None})
 
 
@@ -155,3 +155,15 @@ def test_empty_table_list() -> None:
     tl = TableList("")
     assert not tl
     assert tl.lookup("a") is None
+
+
+def test_texthash_bad_edit_at_runtime_is_temporary(tmp_path) -> None:
+    # A broken table met by a running daemon must defer (TableTempError), not look like
+    # a config error at startup nor like "not found".
+    path = tmp_path / "t"
+    t = TextHashTable(write(path, "a 1\n", mtime=1_000_000))
+    write(path, "  orphan continuation\n", mtime=1_000_100)
+    with pytest.raises(TableTempError):
+        t.lookup("a")
+    write(path, "a 5\n", mtime=1_000_200)
+    check_lookups(t, {"a": "5"})
