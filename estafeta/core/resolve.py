@@ -100,7 +100,6 @@ class Resolver:
         """For smtpd's reject_unlisted_recipient: None when there is no table to ask."""
         if not self.local_recipient_maps:
             return None
-        local = address.rpartition("@")[0] if "@" in address else address
-        domain = address.rpartition("@")[2] if "@" in address else ""
-        return any(self.local_recipient_maps.lookup(k) is not None
-                   for k in (address, local, "@" + domain) if k)
+        local, at, domain = address.rpartition("@")
+        keys = (address, local, "@" + domain) if at else (address,)
+        return any(self.local_recipient_maps.lookup(k) is not None for k in keys if k)

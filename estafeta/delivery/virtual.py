@@ -51,6 +51,9 @@ class VirtualAgent:
             return base.RecipientResult(address, base.SENT, "2.0.0", "delivered to maildir")
         except MailError as e:
             return base.RecipientResult(address, base.DEFERRED if e.temporary else base.BOUNCED, e.dsn, e.reason)
+        except Exception as e:          # unexpected: this recipient defers, the others keep their result
+            maillog.log.exception(f"{req.queue_id}: unexpected error delivering to {address}")
+            return base.RecipientResult(address, base.DEFERRED, "4.3.0", f"unexpected error: {type(e).__name__}")
 
     def _deliver_all(self, req: base.DeliveryRequest) -> list[base.RecipientResult]:
         try:

@@ -79,6 +79,7 @@ class DirSyncer:
         self.enabled = enabled
         self._running: asyncio.Future[None] | None = None
         self._next: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
 
     async def sync(self) -> None:
         if not self.enabled:
@@ -86,7 +87,7 @@ class DirSyncer:
         loop = asyncio.get_running_loop()
         if self._running is None:
             fut = self._running = loop.create_future()
-            loop.create_task(self._run(fut))
+            self._task = loop.create_task(self._run(fut))
             await asyncio.shield(fut)
             return
         if self._next is None:
@@ -97,9 +98,15 @@ class DirSyncer:
         while True:
             try:
                 await asyncio.to_thread(fsync_dir, self.path)
-            except OSError as e:
+            except Exception as e:
                 if not fut.done():
-                    fut.set_exception(e)
+                    fut.set_exception(e)     # those waiters fail; the next round retries
+            except BaseException as e:       # cancelled, executor gone: never leave waiters hanging
+                for f in (fut, self._next):
+                    if f is not None and not f.done():
+                        f.set_exception(OSError(f"fsync of {self.path} interrupted: {e!r}"))
+                self._running = self._next = None
+                raise
             else:
                 if not fut.done():
                     fut.set_result(None)

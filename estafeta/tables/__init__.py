@@ -135,7 +135,30 @@ class TextHashTable:
         return self.data.get(key.lower())
 
 
+class UnixTable:
+    """unix:passwd.byname (and unix:group.byname): the system's users, as Postfix."""
+
+    def __init__(self, name: str) -> None:
+        if name not in ("passwd.byname", "group.byname"):
+            raise ConfigError(f"unix:{name}", 0, "unix tables are passwd.byname and group.byname")
+        self.name = f"unix:{name}"
+        self.kind = name
+
+    def lookup(self, key: str) -> str | None:
+        import grp
+        import pwd
+        try:
+            if self.kind == "passwd.byname":
+                p = pwd.getpwnam(key)
+                return f"{p.pw_name}:x:{p.pw_uid}:{p.pw_gid}:{p.pw_gecos}:{p.pw_dir}:{p.pw_shell}"
+            g = grp.getgrnam(key)
+            return f"{g.gr_name}:x:{g.gr_gid}:{','.join(g.gr_mem)}"
+        except KeyError:
+            return None
+
+
 REGISTRY: dict[str, Callable[[str], Table]] = {
+    "unix": UnixTable,
     "static": StaticTable,
     "inline": InlineTable,
     "texthash": TextHashTable,
@@ -185,3 +208,8 @@ class TableList:
             if v is not None:
                 return v
         return None
+
+
+from .hash import HashTable  # noqa: E402  (imports TableTempError from above)
+
+REGISTRY["hash"] = HashTable

@@ -14,7 +14,7 @@ import pytest
 from estafeta.testing.instance import wait_for
 
 SMTP_SOURCE = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if os.path.exists("/usr/sbin/smtp-source") else None)
-QID_RE = re.compile(rb"with E?SMTP id ([0-9A-F]{20})")
+QID_RE = re.compile(rb"with E?SMTP id ([0-9A-F]{21})")
 
 
 def received_qids(paths):

@@ -18,7 +18,7 @@ def test_many_ids_unique_and_in_creation_order() -> None:
 
 def test_id_shape() -> None:
     qid = new_queue_id()
-    assert len(qid) == QUEUE_ID_LEN == 20
+    assert len(qid) == QUEUE_ID_LEN == 21
     assert qid == qid.upper()
 
 
@@ -51,12 +51,12 @@ def test_clock_going_back_keeps_ids_increasing(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("name, want", [
-    ("0123456789ABCDEF0123", True),
-    ("0123456789abcdef0123", False),
-    ("0123456789ABCDEF012", False),
-    ("0123456789ABCDEF01234", False),
-    (".0123456789ABCDEF012", False),
-    ("0123456789ABCDEG0123", False),
+    ("0123456789ABCDEF01234", True),
+    ("0123456789abcdef01234", False),
+    ("0123456789ABCDEF0123", False),
+    ("0123456789ABCDEF012345", False),
+    (".0123456789ABCDEF0123", False),
+    ("0123456789ABCDEG01234", False),
     ("", False),
     ("README", False),
 ])

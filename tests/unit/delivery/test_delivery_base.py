@@ -11,7 +11,7 @@ from estafeta.delivery.base import (DeliveryRequest, RecipientRequest, Recipient
 
 
 def request(**kw) -> DeliveryRequest:
-    fields = dict(queue_id="0000000000001000AA00", queue_file="/q/active/0000000000001000AA00",
+    fields = dict(queue_id="0000000000001000AA000", queue_file="/q/active/0000000000001000AA000",
                   message_offset=123, sender="", arrival=1764309001.5, transport="virtual",
                   nexthop="virt.example",
                   recipients=[RecipientRequest("bob@virt.example", "Bob@Virt.Example", 40),
@@ -72,6 +72,6 @@ def test_delivery_log_line_shape(monkeypatch) -> None:
     req = request()
     line = delivery_log_line(req, RecipientResult("bob@virt.example", base.SENT, "2.0.0", "delivered to maildir"),
                              started=1764309003.0, relay="virtual")
-    want = ("0000000000001000AA00: to=<bob@virt.example>, orig_to=<Bob@Virt.Example>, relay=virtual, "
+    want = ("0000000000001000AA000: to=<bob@virt.example>, orig_to=<Bob@Virt.Example>, relay=virtual, "
             "delay=8.5, delays=0.75/0.75/0/7, dsn=2.0.0, status=sent (delivered to maildir)")
     assert line == want, f"got {line!r}, want {want!r}"

@@ -13,7 +13,7 @@ from estafeta.delivery import base
 from estafeta.delivery.virtual import VirtualAgent
 from estafeta.queue import qfile
 
-QID = "0000000000001000AA00"
+QID = "0000000000001000AA000"
 MESSAGE = b"From: alice@example.org\nTo: bob@virt.example\nSubject: hello\n\nHi Bob.\n"
 VMAILBOX = """\
 # address                 mailbox under virtual_mailbox_base

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from estafeta.queue import qfile
 from estafeta.queue.qfile import CorruptQueueFile, encode_envelope, encode_value, parse_envelope
 
-QID = "0123456789ABCDEF0001"
+QID = "0123456789ABCDEF00001"
 MESSAGE = b"Subject: hi\n\nbody line\n"
 
 

@@ -11,9 +11,9 @@ from estafeta.core.queueid import new_queue_id
 from estafeta.queue import store
 from estafeta.queue.store import QUEUES, DirSyncer, QueueFileWriter, QueueStore, atomic_write
 
-ID1 = "0000000000001000AA00"
-ID2 = "0000000000002000AA00"
-ID3 = "0000000000003000AA00"
+ID1 = "0000000000001000AA000"
+ID2 = "0000000000002000AA000"
+ID3 = "0000000000003000AA000"
 
 
 @pytest.fixture
