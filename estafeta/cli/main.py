@@ -4,6 +4,10 @@
     estafeta [-c DIR] start [--foreground]  start the master (checks the config first)
     estafeta [-c DIR] stop | reload | status | check
     estafeta [-c DIR] config [-n|-d|-x|-h] [-e NAME=VALUE ...] [NAME ...]   (postconf)
+    estafeta [-c DIR] map [-q KEY | -s] type:name        build or query a table (postmap)
+    estafeta [-c DIR] newaliases                          rebuild alias_database
+    estafeta [-c DIR] queue list|flush|delete|hold|release|requeue|show   (cli/queue_admin.py)
+    estafeta [-c DIR] sendmail [sendmail flags]           (cli/sendmail.py)
 
 The configuration directory is -c DIR, else $ESTAFETA_CONFIG (as Postfix's
 MAIL_CONFIG), else /etc/estafeta. Exit codes follow sysexits.h where one fits.
@@ -200,6 +204,46 @@ def cmd_config(args) -> int:
     return 0
 
 
+# -- tables: map (postmap) and newaliases ---------------------------------------------
+
+def cmd_map(args) -> int:
+    """postmap: build TYPE:NAME's index from its source, or query it with -q / dump with -s."""
+    from ..tables import open_table
+    spec = args.table if ":" in args.table else f"hash:{args.table}"
+    kind, _, path = spec.partition(":")
+    if args.query is not None or args.dump:
+        table = open_table(spec)
+        if args.dump:
+            for k, v in getattr(table, "items", lambda: [])():
+                print(f"{k}\t{v}")
+            return 0
+        value = table.lookup(args.query)
+        if value is None:
+            return 1
+        print(value)
+        return 0
+    if kind != "hash":
+        err(f"fatal: {spec}: only hash: tables have an index to build")
+        return EX_USAGE
+    from ..tables import hash as hash_table
+    hash_table.build(path, hash_table.source_pairs(path))
+    return 0
+
+
+def cmd_newaliases(args) -> int:
+    from .newaliases import main as newaliases_main
+    return newaliases_main(["-c", config_dir(args)])
+
+
+def add_table_commands(sub) -> None:
+    s = sub.add_parser("map", help="build or query a lookup table (like postmap)")
+    s.add_argument("-q", dest="query", metavar="KEY", help="print the value of KEY (exit 1 when not found)")
+    s.add_argument("-s", dest="dump", action="store_true", help="print every entry")
+    s.add_argument("table", metavar="type:name")
+    s.set_defaults(func=cmd_map)
+    sub.add_parser("newaliases", help="rebuild the alias database").set_defaults(func=cmd_newaliases)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="estafeta", description="estafeta mail transfer agent")
     p.add_argument("-c", dest="config", metavar="DIR", help="configuration directory (else $ESTAFETA_CONFIG, /etc/estafeta)")
@@ -222,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-e", dest="edit", action="store_true", help="edit main.cf: NAME=VALUE ...")
     s.add_argument("names", nargs="*")
     s.set_defaults(func=cmd_config)
+    add_table_commands(sub)
+    from .queue_admin import add_commands as add_queue_commands
+    add_queue_commands(sub, config_dir)        # estafeta queue ..., estafeta sendmail ...
     return p
 
 

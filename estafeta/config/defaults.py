@@ -84,10 +84,18 @@ def default_master_cf() -> str:
 127.0.0.1:2525 inet n   -       n       -       -       smtpd
 qmgr      unix  n       -       n       300     1       qmgr
 virtual   unix  -       -       n       -       -       virtual
+# local: system users (mbox in mail_spool_directory or home_mailbox), aliases,
+# .forward. unpriv = n: the one service that keeps root, to act as each user.
+local     unix  -       n       n       -       -       local
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+lmtp      unix  -       -       n       -       -       lmtp
 # Messages are cleaned up in process by smtpd; no separate cleanup service.
 # POP3 on 127.0.0.1:1110 arrives with the mail access work (SPEC S9).
-# pickup (local submission through the maildrop directory), not yet enabled:
-#pickup    unix  n       -       n       60      1       pickup
+# Local submission: the sendmail command writes into maildrop/, pickup feeds
+# cleanup; showq lists the queue for users who cannot read it (mailq).
+pickup    unix  n       -       n       60      1       pickup
+showq     unix  n       -       n       -       -       showq
 """
 
 

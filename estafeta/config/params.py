@@ -177,6 +177,29 @@ def _p(name: str, type_: ParamType, default: str, doc: str, **kw: object) -> Par
     return Param(name, type_, default, doc, **kw)  # type: ignore[arg-type]
 
 
+def _client_params(p: str, name: str, *, port: str, connect_timeout: str) -> list[Param]:
+    """The SMTP and LMTP clients share one set of knobs under two prefixes (Postfix 2.3+)."""
+    return [
+        _p(f"{p}_connect_timeout", Duration, connect_timeout, f"How long the {name} client waits for a TCP connection (0: no limit)."),
+        _p(f"{p}_helo_timeout", Duration, "300s", f"How long the {name} client waits for the greeting and the EHLO/HELO reply."),
+        _p(f"{p}_starttls_timeout", Duration, "300s", f"How long the {name} client waits for the STARTTLS reply and the TLS handshake."),
+        _p(f"{p}_mail_timeout", Duration, "300s", f"How long the {name} client waits for the reply to MAIL FROM."),
+        _p(f"{p}_rcpt_timeout", Duration, "300s", f"How long the {name} client waits for the reply to RCPT TO."),
+        _p(f"{p}_data_init_timeout", Duration, "120s", f"How long the {name} client waits for the reply to DATA."),
+        _p(f"{p}_data_xfer_timeout", Duration, "180s", f"How long the {name} client may take to send a piece of the message content."),
+        _p(f"{p}_data_done_timeout", Duration, "600s", f"How long the {name} client waits for the reply to the end of data."),
+        _p(f"{p}_rset_timeout", Duration, "20s", f"How long the {name} client waits for the reply to RSET."),
+        _p(f"{p}_quit_timeout", Duration, "300s", f"How long the {name} client waits for the reply to QUIT."),
+        _p(f"{p}_helo_name", Str, "$myhostname", f"Host name the {name} client sends in EHLO/HELO/LHLO."),
+        _p(f"{p}_bind_address", Str, "", f"Local IP address the {name} client binds to."),
+        _p(f"{p}_tcp_port", Int, port, f"TCP port of the {name} client when the next hop names none (ours)."),
+        _p(f"{p}_tls_security_level", Str, "", f"{name} client TLS: empty or none, may (opportunistic STARTTLS), encrypt, or verify (with {p}_tls_CAfile)."),
+        _p(f"{p}_tls_CAfile", Path, "", f"PEM file of CA certificates the {name} client trusts for TLS verify."),
+        _p(f"{p}_connection_cache_time_limit", Duration, "2s", f"How long the {name} client keeps an idle connection open for the next message to the same destination."),
+        _p(f"{p}_connection_reuse_time_limit", Duration, "300s", f"How long the {name} client reuses one connection for more messages."),
+    ]
+
+
 _ALL: list[Param] = [
     # --- Paths and identity -------------------------------------------------
     _p("config_directory", Path, "/etc/estafeta", "Directory holding main.cf and master.cf."),
@@ -236,6 +259,15 @@ _ALL: list[Param] = [
     _p("allow_mail_to_commands", List, "alias, forward", "Where the local delivery agent allows deliveries to |command."),
     _p("allow_mail_to_files", List, "alias, forward", "Where the local delivery agent allows deliveries to /file."),
     _p("biff", Bool, "yes", "Notify the local biff service of new mail."),
+    _p("forward_path", List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
+       "Where the local delivery agent looks for a user's .forward file ($user, $home, $extension, $recipient_delimiter expand per recipient)."),
+    _p("owner_request_special", Bool, "yes", "Give owner-name and name-request addresses their mailing-list meaning (owner-name receives bounces of alias name)."),
+    _p("expand_owner_alias", Bool, "no", "Use the expansion of owner-name, not owner-name itself, as the sender of alias deliveries."),
+    _p("propagate_unmatched_extensions", List, "canonical, virtual",
+       "Where an address extension not matched by a table is appended to the result: canonical, virtual, alias, forward, include."),
+    _p("local_command_shell", Str, "", "Shell for |command deliveries by the local agent; empty: /bin/sh -c."),
+    _p("command_time_limit", Duration, "1000s", "How long a |command delivery of the local agent may run."),
+    _p("stale_lock_time", Duration, "500s", "Age after which a mailbox .lock file is taken as left over and removed."),
     # --- Message limits -------------------------------------------------------
     _p("message_size_limit", Size, "10240000", "Largest message accepted, in bytes, including the envelope."),
     _p("header_size_limit", Size, "102400", "Largest message header kept in memory, in bytes; the excess is discarded."),
@@ -272,11 +304,12 @@ _ALL: list[Param] = [
     _p("unknown_local_recipient_reject_code", Int, "550", "SMTP code for recipients not found in local_recipient_maps."),
     _p("authorized_submit_users", List, "static:anyone", "Local users allowed to submit mail with the sendmail command."),
     # --- SMTP client ------------------------------------------------------------
-    _p("smtp_connect_timeout", Duration, "30s", "How long the SMTP client waits for a TCP connection."),
-    _p("smtp_helo_timeout", Duration, "300s", "How long the SMTP client waits for the greeting and the HELO reply."),
-    _p("smtp_data_done_timeout", Duration, "600s", "How long the SMTP client waits for the reply to the end of data."),
-    _p("smtp_tls_security_level", Str, "", "SMTP client TLS: empty or none, may, encrypt, dane or verify."),
-    _p("smtp_bind_address", Str, "", "Local IPv4 address the SMTP client binds to."),
+    *_client_params("smtp", "SMTP", port="25", connect_timeout="30s"),
+    *_client_params("lmtp", "LMTP", port="24", connect_timeout="0s"),
+    _p("lmtp_lhlo_timeout", Duration, "300s", "How long the LMTP client waits for the greeting and the LHLO reply."),
+    _p("smtp_skip_5xx_greeting", Bool, "yes", "Try the next MX host after a 5xx greeting instead of bouncing the mail."),
+    _p("dns_nameservers", Str, "", "DNS servers to ask, \"host[:port], ...\" (ours; empty: those of /etc/resolv.conf)."),
+    _p("dns_timeout", Duration, "5s", "How long one DNS query waits for an answer from one server (ours)."),
     # --- Queue manager and scheduling --------------------------------------------
     _p("queue_run_delay", Duration, "300s", "How often the queue manager scans the deferred queue."),
     _p("minimal_backoff_time", Duration, "300s", "Shortest time a deferred message waits before its next attempt."),
@@ -284,6 +317,10 @@ _ALL: list[Param] = [
     _p("maximal_queue_lifetime", Duration, "5d", "How long a message may stay queued before it bounces (bare number: days).", unit="d"),
     _p("bounce_queue_lifetime", Duration, "5d", "How long a bounce message may stay queued before it is dropped (bare number: days).", unit="d"),
     _p("delay_warning_time", Duration, "0h", "When to warn the sender of delayed mail; 0 disables (bare number: hours).", unit="h"),
+    _p("queue_sort_order", Str, "priority",
+       "Order of deferred messages in a queue run, as Sendmail's QUEUE_SORT_ORDER (seed 8.2.4): "
+       "priority (smallest first), host (first recipient's domain), filename (queue id: oldest first), "
+       "time (arrival), modification (next-attempt time) or random (ours)."),
     _p("qmgr_message_active_limit", Int, "20000", "Most messages in the active queue."),
     _p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients of all active messages."),
     _p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination per transport."),

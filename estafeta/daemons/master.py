@@ -33,7 +33,7 @@ from ..core.errors import ConfigError
 from ..queue.store import QueueStore
 from .skeleton import mail_owner_ids
 
-DGRAM_COMMANDS = {"qmgr"}       # services whose socket takes trigger datagrams
+DGRAM_COMMANDS = {"qmgr", "pickup"}       # services whose socket takes trigger datagrams
 
 
 @dataclass

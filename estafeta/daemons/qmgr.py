@@ -296,6 +296,8 @@ class Qmgr:
                 self.wake.set()
             elif word == "SCAN":
                 self.scan_incoming()
+            elif word == "DEFERRED":     # deferred mail made due (sendmail -qR/-qS/-qI, postqueue -i/-s)
+                self.scan_deferred(force=False)
             elif is_queue_id(word):
                 self.take(word, "incoming")
 

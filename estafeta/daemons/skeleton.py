@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import ctypes
 import grp
 import os
@@ -113,6 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     module = _command_module(a.command)
     install_loop()
     import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool)
+    if os.environ.get("ESTAFETA_PROFILE_DIR"):
+        import cProfile  # noqa: F401
     ids = mail_owner_ids(cfg)
     if ids is not None and a.unpriv != "n":
         drop_privileges(ids, cfg.get("mail_owner"))
@@ -122,13 +125,22 @@ def main(argv: list[str] | None = None) -> None:
                           f"every directory above it must be searchable by the mail owner")
         raise SystemExit(1)
     ctx = ServiceContext(a.service, a.type, a.command, a.config_dir, cfg, sock, store, args=a.args)
+    prof_dir = os.environ.get("ESTAFETA_PROFILE_DIR")   # developers: cProfile each service
+    profiler = None
+    if prof_dir:
+        profiler = cProfile.Profile()
+        profiler.enable()
     try:
         asyncio.run(_run(ctx, module))
     except KeyboardInterrupt:
         pass
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(os.path.join(prof_dir, f"{a.command}.{os.getpid()}.prof"))
 
 
-KNOWN_COMMANDS = frozenset({"smtpd", "qmgr", "virtual"})
+KNOWN_COMMANDS = frozenset({"smtpd", "qmgr", "virtual", "smtp", "lmtp", "pickup", "showq", "local"})
 
 
 def _command_module(command: str):
@@ -138,9 +150,17 @@ def _command_module(command: str):
     return import_module(f"estafeta.daemons.{command}")
 
 
+# Blocking file work (fsync above all) runs in threads. ext4 and xfs merge concurrent
+# fsyncs into one journal commit, so the more sessions wait at once, the more one disk
+# flush serves: the pool must not be the bottleneck (asyncio's default is cpu+4).
+IO_THREADS = 64
+
+
 async def _run(ctx: ServiceContext, module) -> None:
+    from concurrent.futures import ThreadPoolExecutor
     ctx.stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io"))
     loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
     loop.add_signal_handler(signal.SIGINT, ctx.stopping.set)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)

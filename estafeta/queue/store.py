@@ -29,6 +29,7 @@ from . import qfile
 
 QUEUES = ("maildrop", "incoming", "active", "deferred", "hold", "corrupt")
 AUX = ("defer", "bounce", "private", "pid", "public")
+SHARED_MODES = {"maildrop": 0o3733, "public": 0o711}
 
 
 def fsync_dir(path: str) -> None:
@@ -184,7 +185,7 @@ class QueueStore:
         """Make the queue directories, owned by the mail owner (uid, gid) when given.
 
         All are private to that owner (0700): queue files are nobody else's business
-        (maildrop's access for local submitters comes with the sendmail command).
+        (maildrop and public/ are the exceptions: SHARED_MODES, queue/maildrop.py).
         """
         os.makedirs(self.root, mode=0o755, exist_ok=True)
         for d in QUEUES + AUX:
@@ -192,6 +193,11 @@ class QueueStore:
             os.makedirs(p, mode=0o700, exist_ok=True)
             if owner is not None:
                 os.chown(p, *owner)
+                # Local submission without a set-id program (queue/maildrop.py):
+                # anyone may drop files into maildrop but not list it; anyone may
+                # reach the sockets in public/ but not list them.
+                if d in SHARED_MODES:
+                    os.chmod(p, SHARED_MODES[d])
 
     def list(self, queue: str) -> list[str]:
         """Queue ids in a queue, oldest first; unfinished writes (".name") skipped."""

@@ -56,8 +56,10 @@ class Instance:
         if self.master_extra:
             with open(self.path("master.cf"), "a") as f:
                 f.write(self.master_extra)
+        # Tests never ask the host's DNS (nor send anything off loopback): a port on
+        # loopback where nothing answers makes every lookup fail fast and temporarily.
         settings = {"minimal_backoff_time": "1s", "maximal_backoff_time": "2s", "queue_run_delay": "1s",
-                    **self.main}
+                    "dns_nameservers": "127.0.0.1:9", "dns_timeout": "1s", **self.main}
         self.cli("config", "-e", *(f"{k}={v}" for k, v in settings.items()))
         return self
 

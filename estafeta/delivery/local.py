@@ -1,0 +1,787 @@
+"""local: delivery to the users of this system (SPEC S5, Postfix local(8) semantics).
+
+For each recipient in a local domain, in order:
+  1. alias_maps (aliases(5)): the local part (user+ext, then user) expands into
+     addresses, /files, |commands and :include: files, recursively. An alias
+     that names itself ("user: user, other") means the user's own mailbox. When
+     `owner-name` exists it becomes the envelope sender of the expansion.
+  2. the user's .forward (forward_path), read with the user's rights.
+  3. the mailbox: mail_spool_directory/USER in mbox format (dotlock USER.lock
+     plus fcntl lock, "From sender date" line, ">From " quoting, a blank line
+     at the end, mode 0600 owned by the user), or home_mailbox under the home
+     directory ("Maildir/" with a trailing slash: Maildir).
+Addresses of other domains or transports in an expansion are forwarded: a new
+queue file (with Delivered-To:) is written for qmgr, "forwarded as ID".
+
+One copy per final destination and request: the seed's `usuarios: xavier,pepe,
+juan` gives each user one copy, however many paths lead there. A Delivered-To:
+for an address on the way, or a name met again among its own ancestors, is a
+mail loop: 5.4.6. Unknown users bounce 5.1.1.
+
+Trust boundary and privileges. The agent process is root when the system runs
+as root (master.cf unpriv=n): it is the one service that keeps root, so that
+every file it touches for a user is touched *as* that user. Each such step runs
+in a child process (`run_as`): os.fork() from the worker thread, then
+setgroups/setgid/setuid in the child before it opens anything, the answer sent
+back over a pipe. fork() rather than running a helper program because the
+Python installation may be unreadable for mail users (a root-only pyenv), and
+everything the child needs is already imported; the child only does file I/O and
+leaves through os._exit. Commands run through subprocess with user=/group=/
+extra_groups= (setuid between fork and exec, in C). Whose rights: the user for
+the mailbox, .forward and its deliveries; for aliases the owner of the alias
+database, or default_privs when that is root; for :include: files their owner
+(default_privs when root); never root for a file or command. With a
+world-writable spool (1777) everything on the mailbox runs as the user; with
+Debian's /var/mail (2775 root:mail) the lock and the mailbox are created with
+root's rights, then written with the user's effective ids, as Postfix does.
+Started as an ordinary user, everything runs as that user.
+
+Failures: a problem that may pass (lock busy, disk full, command exit 75, a
+table that cannot answer) defers (4.x.x); a rule that will not change bounces
+(5.x.x). When one destination of an expansion defers, the original recipient
+is deferred as a whole (later attempts may repeat copies already delivered,
+as with Postfix); otherwise one that bounces bounces the original recipient
+with its reason.
+Next: tables/aliases.py (syntax), delivery/maildir.py, daemons/local.py.
+"""
+from __future__ import annotations
+
+import asyncio
+import errno
+import fcntl
+import os
+import pickle
+import pwd
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..core import maillog
+from ..core.errors import MailError, PermFail, TempFail
+from ..tables import open_table, split_table_list
+from ..tables.aliases import ADDRESS, COMMAND, FILE, INCLUDE, Token, parse_list
+from . import base, maildir
+
+MAX_DEPTH = 100          # nested alias/.forward/include levels before we call it a loop
+LOCK_ATTEMPTS = 20       # Postfix deliver_lock_attempts
+LOCK_DELAY = 0.5
+
+
+# -- privileges --------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Privs:
+    """An account to act as: ids plus what commands see in their environment."""
+    name: str
+    uid: int
+    gid: int
+    home: str = "/"
+    shell: str = "/bin/sh"
+
+    @classmethod
+    def of(cls, pw: pwd.struct_passwd) -> "Privs":
+        return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir or "/", pw.pw_shell or "/bin/sh")
+
+    def groups(self) -> list[int]:
+        try:
+            return os.getgrouplist(self.name, self.gid)
+        except OSError:
+            return [self.gid]
+
+
+def _privileged() -> bool:
+    return os.geteuid() == 0
+
+
+def run_as(privs: Privs | None, fn: Callable[..., Any], *args: Any, keep_root: bool = False) -> Any:
+    """fn(*args) with privs' rights; MailError and OSError come back as raised.
+
+    As root: in a forked child that drops to privs first (with keep_root only the
+    supplementary groups change; fn switches its effective ids itself). Otherwise,
+    or without privs: right here, as whoever we are.
+    """
+    if privs is None or not _privileged():
+        return fn(*args)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                                   # child: no logging, no asyncio, just fn
+        code = 0
+        try:
+            os.close(r)
+            os.setgroups(privs.groups())
+            if not keep_root:
+                os.setgid(privs.gid)
+                os.setuid(privs.uid)
+                if os.geteuid() == 0 and privs.uid != 0:
+                    raise TempFail("could not drop root privileges", "4.3.0")
+            out: tuple = ("ok", fn(*args))
+        except MailError as e:
+            out = ("mail", e.temporary, e.reason, e.dsn)
+        except OSError as e:
+            out = ("os", e.errno, e.strerror, e.filename)
+        except BaseException as e:                 # noqa: BLE001 - reported to the parent
+            out = ("err", f"{type(e).__name__}: {e}")
+        try:
+            data = pickle.dumps(out)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(w, view):]
+        except BaseException:                      # noqa: BLE001
+            code = 1
+        os._exit(code)
+    os.close(w)
+    chunks = []
+    try:
+        while True:
+            b = os.read(r, 65536)
+            if not b:
+                break
+            chunks.append(b)
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    if not chunks:
+        raise TempFail("delivery child process died", "4.3.0")
+    out = pickle.loads(b"".join(chunks))
+    if out[0] == "ok":
+        return out[1]
+    if out[0] == "mail":
+        raise (TempFail if out[1] else PermFail)(out[2], out[3])
+    if out[0] == "os":
+        raise OSError(out[1], out[2], out[3])
+    raise TempFail(f"delivery child failed: {out[1]}", "4.3.0")
+
+
+# -- mailbox formats -----------------------------------------------------------------------
+
+_FROM_LINE = re.compile(rb"^From ", re.M)
+
+
+def from_line(sender: str, when: float | None = None) -> bytes:
+    return f"From {sender or 'MAILER-DAEMON'}  {time.asctime(time.localtime(when))}\n".encode(
+        "utf-8", "surrogateescape")
+
+
+def mbox_image(sender: str, headers: bytes, message: bytes, when: float | None = None) -> bytes:
+    """From_ line, our headers, the message with "From " lines quoted, one blank line."""
+    body = _FROM_LINE.sub(b">From ", headers + message)
+    if not body.endswith(b"\n"):
+        body += b"\n"
+    return from_line(sender, when) + body + b"\n"
+
+
+def dotlock(lock: str, stale: float) -> bool:
+    """Create LOCK with O_EXCL, waiting for a holder; a lock older than `stale` is removed.
+
+    Returns False when the directory does not let us create it (file deliveries go on
+    with the fcntl lock alone, as Postfix's "dotlock may fail" rule).
+    """
+    for _ in range(LOCK_ATTEMPTS):
+        try:
+            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            os.close(fd)
+            return True
+        except FileExistsError:
+            try:
+                if time.time() - os.lstat(lock).st_mtime > stale:
+                    os.unlink(lock)
+                    continue
+            except FileNotFoundError:
+                continue
+        except PermissionError:
+            return False
+        time.sleep(LOCK_DELAY)
+    raise TempFail(f"unable to lock {lock}: file exists", "4.2.0")
+
+
+def append_mbox(path: str, data: bytes, owner: Privs | None, limit: int, stale: float,
+                need_dotlock: bool = True, switch_ids: bool = False) -> None:
+    """Append one mbox message under dotlock + fcntl lock; all or nothing.
+
+    owner: when we are root, the mailbox must belong to it (a new one is given to it);
+    switch_ids: we hold root only to lock and create; write with owner's effective ids.
+    """
+    lock = path + ".lock"
+    locked = dotlock(lock, stale)
+    if need_dotlock and not locked:
+        raise TempFail(f"unable to create lock file {lock}: permission denied", "4.2.0")
+    try:
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            raise TempFail(f"cannot open mailbox {path}: {e.strerror}", "4.2.0") from e
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise TempFail(f"mailbox {path}: not a regular file with one link", "4.2.0")
+            if owner is not None and os.geteuid() == 0 and st.st_uid != owner.uid:
+                if st.st_size == 0 and st.st_uid == 0:
+                    os.fchown(fd, owner.uid, owner.gid)
+                else:
+                    raise TempFail(f"mailbox {path}: owned by uid {st.st_uid}, not {owner.name}", "4.2.0")
+            for _ in range(LOCK_ATTEMPTS):
+                try:
+                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except OSError as e:
+                    if e.errno not in (errno.EAGAIN, errno.EACCES):
+                        raise
+                    time.sleep(LOCK_DELAY)
+            else:
+                raise TempFail(f"unable to lock {path}: busy", "4.2.0")
+            if switch_ids and owner is not None:
+                os.setegid(owner.gid)
+                os.seteuid(owner.uid)
+            try:
+                size = os.fstat(fd).st_size
+                if limit and size + len(data) > limit:
+                    raise PermFail(f"cannot update mailbox {path} for user {owner.name if owner else ''}. "
+                                   f"error writing message: File too large", "5.2.2")
+                try:
+                    view = memoryview(data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fsync(fd)
+                except OSError as e:
+                    os.ftruncate(fd, size)       # never leave half a message
+                    raise TempFail(f"cannot update mailbox {path}: {e.strerror}", "4.2.0") from e
+            finally:
+                if switch_ids and owner is not None:
+                    os.seteuid(0)
+                    os.setegid(0)
+        finally:
+            os.close(fd)                         # releases the fcntl lock
+    finally:
+        if locked:
+            try:
+                os.unlink(lock)
+            except OSError:
+                pass
+
+
+def read_forward(paths: list[str]) -> tuple[str, str] | None:
+    """The first .forward of `paths` that exists: (path, text). Runs as the user."""
+    for p in paths:
+        try:
+            fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            continue
+        except OSError as e:
+            if e.errno == errno.ELOOP:   # a symlinked .forward is read through, as the user
+                fd = os.open(p, os.O_RDONLY | os.O_CLOEXEC)
+            elif e.errno in (errno.EACCES, errno.ENOTDIR):
+                continue
+            else:
+                raise TempFail(f"cannot open {p}: {e.strerror}", "4.3.0") from e
+        with os.fdopen(fd, encoding="utf-8", errors="surrogateescape") as f:
+            return p, f.read()
+    return None
+
+
+def read_file(path: str) -> tuple[str, int]:
+    """An :include: file's text and owner."""
+    try:
+        with open(path, encoding="utf-8", errors="surrogateescape") as f:
+            return f.read(), os.fstat(f.fileno()).st_uid
+    except FileNotFoundError:
+        raise PermFail(f"cannot open include file {path}: No such file or directory", "5.3.0") from None
+    except OSError as e:
+        raise TempFail(f"cannot open include file {path}: {e.strerror}", "4.3.0") from e
+
+
+def _maildir_as_user(path: str, prefix: bytes, message: bytes, sync: bool) -> str:
+    return maildir.deliver_maildir(path, prefix, (message,), sync)
+
+
+# -- per-request state ---------------------------------------------------------------------
+
+@dataclass
+class Outcome:
+    address: str
+    status: str
+    dsn: str
+    reason: str
+
+
+@dataclass
+class RcptState:
+    original: str
+    outcomes: list[Outcome] = field(default_factory=list)
+    loops: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RequestState:
+    req: base.DeliveryRequest
+    message: bytes
+    delivered_to: set[str]
+    started: float
+    seen: set[tuple] = field(default_factory=set)          # final destinations done
+    expanded: set[tuple[str, str]] = field(default_factory=set)   # (stage, name) expanded
+
+
+def delivered_to_headers(message: bytes) -> set[str]:
+    head = message.split(b"\n\n", 1)[0]
+    out = set()
+    for line in head.split(b"\n"):
+        if line[:13].lower() == b"delivered-to:":
+            out.add(line[13:].strip().decode("utf-8", "surrogateescape").lower())
+    return out
+
+
+# -- the agent -------------------------------------------------------------------------------
+
+class LocalAgent:
+    relay_name = "local"
+
+    def __init__(self, cfg, service: str = "local", store=None) -> None:
+        self.cfg = cfg
+        self.service = service
+        self.store = store
+        self.myhostname = cfg.get("myhostname")
+        self.myorigin = cfg.get("myorigin")
+        self.spool = cfg.get("mail_spool_directory")
+        self.home_mailbox = cfg.get("home_mailbox")
+        self.limit = cfg.get_int("mailbox_size_limit")
+        self.delim = cfg.get("recipient_delimiter")
+        self.sync = cfg.get_bool("fsync_queue")
+        self.stale = cfg.get_duration("stale_lock_time")
+        self.cmd_limit = cfg.get_duration("command_time_limit")
+        self.shell = cfg.get("local_command_shell")
+        self.allow_cmd = set(cfg.get_list("allow_mail_to_commands"))
+        self.allow_file = set(cfg.get_list("allow_mail_to_files"))
+        self.owner_special = cfg.get_bool("owner_request_special")
+        self.propagate = set(cfg.get_list("propagate_unmatched_extensions"))
+        self.forward_raw = cfg.raw("forward_path") or cfg.default("forward_path") or ""
+        self.export_env = cfg.get_list("export_environment")
+        self._alias_tables: list | None = None
+        self._resolver = None
+
+    # -- tables, opened when first needed so that a missing aliases.db defers mail
+    #    (until newaliases runs) instead of stopping the service.
+    def alias_tables(self) -> list:
+        if self._alias_tables is None:
+            try:
+                self._alias_tables = [open_table(s) for s in split_table_list(self.cfg.get("alias_maps"))]
+            except Exception as e:   # ConfigError, TableTempError
+                raise TempFail(f"alias database unavailable: {e}", "4.3.0") from e
+        return self._alias_tables
+
+    def resolver(self):
+        if self._resolver is None:
+            from ..core.resolve import Resolver
+            self._resolver = Resolver(self.cfg)
+        return self._resolver
+
+    def alias_lookup(self, key: str):
+        """(value, table) of the first alias table that has key, else None."""
+        for t in self.alias_tables():
+            v = t.lookup(key)
+            if v is not None:
+                return v, t
+        return None
+
+    def default_privs(self) -> Privs:
+        name = self.cfg.get("default_privs")
+        try:
+            return Privs.of(pwd.getpwnam(name))
+        except KeyError:
+            raise TempFail(f"default_privs account {name!r} does not exist", "4.3.0") from None
+
+    def privs_for_owner(self, uid: int | None) -> Privs:
+        """The owner of an alias or include file, or default_privs when that is root."""
+        if uid is None or uid == 0 or not _privileged():
+            return self.default_privs() if _privileged() else self.me()
+        try:
+            return Privs.of(pwd.getpwuid(uid))
+        except KeyError:
+            return self.default_privs()
+
+    @staticmethod
+    def me() -> Privs:
+        try:
+            return Privs.of(pwd.getpwuid(os.getuid()))
+        except KeyError:
+            return Privs(str(os.getuid()), os.getuid(), os.getgid())
+
+    def mail_owner(self) -> Privs | None:
+        if not _privileged():
+            return None
+        try:
+            return Privs.of(pwd.getpwnam(self.cfg.get("mail_owner")))
+        except KeyError:
+            raise TempFail("mail_owner does not exist", "4.3.0") from None
+
+    # -- entry points ------------------------------------------------------------------
+
+    async def deliver(self, req: base.DeliveryRequest) -> list[base.RecipientResult]:
+        return await asyncio.to_thread(self.deliver_sync, req)
+
+    def deliver_sync(self, req: base.DeliveryRequest) -> list[base.RecipientResult]:
+        started = time.time()
+        try:
+            with open(req.queue_file, "rb") as f:
+                f.seek(req.message_offset)
+                message = f.read()
+        except OSError as e:
+            results = [base.RecipientResult(r.address, base.DEFERRED, "4.3.0",
+                                            f"cannot read queue file: {e.strerror}") for r in req.recipients]
+            for r in results:
+                maillog.log.info(base.delivery_log_line(req, r, started, self.relay_name))
+            return results
+        st = RequestState(req, message, delivered_to_headers(message[:1 << 20]), started)
+        out = []
+        for r in req.recipients:
+            rs = RcptState(r.original or r.address)
+            try:
+                self.expand_address(st, rs, r.address, req.sender, (), 0)
+            except MailError as e:      # table failures and the like, before any delivery
+                self.record(st, rs, r.address, base.DEFERRED if e.temporary else base.BOUNCED, e.dsn, e.reason)
+            res = self.summarize(r.address, rs)
+            if not rs.outcomes:     # nothing logged on the way (a loop, only duplicates)
+                maillog.log.info(base.delivery_log_line(req, res, started, self.relay_name))
+            out.append(res)
+        return out
+
+    def summarize(self, address: str, rs: RcptState) -> base.RecipientResult:
+        deferred = [o for o in rs.outcomes if o.status == base.DEFERRED]
+        bounced = [o for o in rs.outcomes if o.status == base.BOUNCED]
+        if deferred:
+            o = deferred[0]
+            return base.RecipientResult(address, base.DEFERRED, o.dsn, o.reason, self.relay_name)
+        if bounced:
+            o = bounced[0]
+            reason = o.reason if o.address == address else f"{o.address}: {o.reason}"
+            return base.RecipientResult(address, base.BOUNCED, o.dsn, reason, self.relay_name)
+        if not rs.outcomes and rs.loops:
+            return base.RecipientResult(address, base.BOUNCED, "5.4.6",
+                                        f"mail forwarding loop for {rs.loops[0]}", self.relay_name)
+        sent = [o for o in rs.outcomes if o.status == base.SENT]
+        reason = sent[0].reason if len(sent) == 1 else (f"delivered to {len(sent)} destinations" if sent
+                                                         else "duplicate of a delivery already made")
+        return base.RecipientResult(address, base.SENT, "2.0.0", reason, self.relay_name)
+
+    def record(self, st: RequestState, rs: RcptState, address: str, status: str, dsn: str, reason: str) -> None:
+        rs.outcomes.append(Outcome(address, status, dsn, reason))
+        line = base.delivery_log_line(st.req, base.RecipientResult(address, status, dsn, reason), st.started,
+                                      self.relay_name)
+        if rs.original and rs.original.lower() != address.lower() and ", orig_to=" not in line:
+            line = line.replace(f"to=<{address}>", f"to=<{address}>, orig_to=<{rs.original}>", 1)
+        maillog.log.info(line)
+
+    def attempt(self, st: RequestState, rs: RcptState, address: str, key: tuple, fn: Callable[[], str]) -> None:
+        """Run one final delivery (once per destination and request) and record it."""
+        if key in st.seen:
+            return
+        st.seen.add(key)
+        try:
+            reason = fn()
+        except MailError as e:
+            if e.temporary:
+                st.seen.discard(key)
+            self.record(st, rs, address, base.DEFERRED if e.temporary else base.BOUNCED, e.dsn, e.reason)
+            return
+        except OSError as e:
+            st.seen.discard(key)
+            self.record(st, rs, address, base.DEFERRED, "4.3.0", f"delivery failed: {e.strerror or e}")
+            return
+        self.record(st, rs, address, base.SENT, "2.0.0", reason)
+
+    # -- expansion ---------------------------------------------------------------------
+
+    def split_local(self, address: str) -> tuple[str, str, str]:
+        """user@domain -> (user lowercased, extension, domain)."""
+        local, at, domain = address.rpartition("@")
+        if not at:
+            local, domain = address, self.myhostname
+        if local.startswith('"') and local.endswith('"') and len(local) >= 2:
+            local = local[1:-1]
+        local = local.lower()
+        ext = ""
+        if self.delim:
+            for i, ch in enumerate(local):
+                if ch in self.delim and i > 0:
+                    local, ext = local[:i], local[i + 1:]
+                    break
+        return local, ext, domain
+
+    def is_ours(self, address: str) -> bool:
+        if "@" not in address:
+            return True
+        route = self.resolver().resolve(address)
+        return route.address_class == "local" and route.transport == self.service
+
+    def expand_address(self, st: RequestState, rs: RcptState, address: str, sender: str,
+                       chain: tuple[tuple[str, str], ...], depth: int, no_alias: bool = False) -> None:
+        if depth > MAX_DEPTH:
+            self.record(st, rs, address, base.BOUNCED, "5.4.6", "mail forwarding loop (alias/forward nesting too deep)")
+            return
+        user, ext, domain = self.split_local(address)
+        full = f"{user}+{ext}@{domain}" if ext and self.delim else f"{user}@{domain}"
+        if "@" not in address:
+            address = f"{address}@{domain}"
+        if address.lower() in st.delivered_to or full.lower() in st.delivered_to:
+            self.record(st, rs, address, base.BOUNCED, "5.4.6", f"mail forwarding loop for {address}")
+            return
+        parent = chain[-1] if chain else None
+        # 1. aliases (skipped for "\user" and for the alias's own name in its expansion)
+        if not no_alias and parent != ("alias", user):
+            keys = ([f"{user}{self.delim[0]}{ext}"] if ext else []) + [user]
+            for key in keys:
+                hit = self.alias_lookup(key)
+                if hit is None:
+                    continue
+                value, table = hit
+                if self.seen_before(st, rs, ("alias", key), chain, address):
+                    return
+                new_sender = sender
+                if self.owner_special and not key.startswith("owner-") and sender:
+                    if self.alias_lookup(f"owner-{key}") is not None:
+                        new_sender = f"owner-{key}@{self.myorigin}"
+                privs = self.privs_for_owner(getattr(table, "owner_uid", None) if _privileged() else None)
+                try:
+                    tokens = parse_list(value, getattr(table, "name", "alias_maps"))
+                except Exception as e:
+                    self.record(st, rs, address, base.DEFERRED, "4.3.0", f"bad alias {key}: {e}")
+                    return
+                if ext and key == user and "alias" in self.propagate:
+                    tokens = [self.with_ext(t, ext) for t in tokens]
+                self.expand_tokens(st, rs, address, tokens, new_sender, chain + (("alias", key),), depth + 1,
+                                   "alias", privs)
+                return
+        # 2. the user, from the password database
+        try:
+            pw = pwd.getpwnam(user)
+        except KeyError:
+            self.record(st, rs, address, base.BOUNCED, "5.1.1", f"unknown user: \"{user}\"")
+            return
+        upriv = Privs.of(pw)
+        # 3. .forward
+        if not no_alias and parent != ("forward", user):
+            found = run_as(upriv, read_forward, self.forward_paths(upriv, ext))
+            if found is not None:
+                path, text = found
+                try:
+                    tokens = parse_list(text, path)
+                except Exception as e:
+                    self.record(st, rs, address, base.DEFERRED, "4.3.0", f"bad {path}: {e}")
+                    return
+                if tokens:
+                    if self.seen_before(st, rs, ("forward", user), chain, address):
+                        return
+                    self.expand_tokens(st, rs, address, tokens, sender, chain + (("forward", user),), depth + 1,
+                                       "forward", upriv)
+                    return
+        # 4. the mailbox
+        self.attempt(st, rs, address, ("mailbox", user), lambda: self.deliver_mailbox(st, rs, address, sender, upriv))
+
+    def seen_before(self, st: RequestState, rs: RcptState, stage: tuple[str, str], chain, address: str) -> bool:
+        """An expansion met twice: among its own ancestors a loop, elsewhere a duplicate."""
+        if stage in chain:
+            rs.loops.append(address)
+            maillog.log.info(f"{st.req.queue_id}: mail forwarding loop for {address} ({stage[0]} {stage[1]})")
+            return True
+        if stage in st.expanded:
+            return True
+        st.expanded.add(stage)
+        return False
+
+    def with_ext(self, tok: Token, ext: str) -> Token:
+        if tok.kind != ADDRESS or not self.delim:
+            return tok
+        local, at, domain = tok.value.rpartition("@")
+        if not at:
+            local, domain = tok.value, ""
+        value = f"{local}{self.delim[0]}{ext}" + (f"@{domain}" if at else "")
+        return Token(ADDRESS, value, tok.no_alias)
+
+    def forward_paths(self, u: Privs, ext: str) -> list[str]:
+        vals = {"home": u.home, "user": u.name, "extension": ext, "shell": u.shell,
+                "recipient_delimiter": self.delim[:1] if ext else ""}
+        cfg = self.cfg.overrides(vals)
+        out: list[str] = []
+        for item in split_table_list(self.forward_raw):
+            p = cfg.expand(item)
+            if p.startswith("/") and p not in out:
+                out.append(p)
+        return out
+
+    def expand_tokens(self, st: RequestState, rs: RcptState, address: str, tokens: list[Token], sender: str,
+                      chain: tuple, depth: int, origin: str, privs: Privs) -> None:
+        remote: list[str] = []
+        for tok in tokens:
+            if tok.kind == ADDRESS:
+                value = tok.value if "@" in tok.value else f"{tok.value}@{address.rpartition('@')[2]}"
+                if self.is_ours(value):
+                    self.expand_address(st, rs, value, sender, chain, depth, tok.no_alias)
+                else:
+                    remote.append(tok.value)
+            elif tok.kind == INCLUDE:
+                self.expand_include(st, rs, address, tok.value, sender, chain, depth, origin, privs)
+            elif tok.kind == COMMAND:
+                if origin not in self.allow_cmd:
+                    self.record(st, rs, address, base.BOUNCED, "5.7.1", "mail to command is restricted")
+                    continue
+                p = self.not_root(privs)
+                self.attempt(st, rs, address, ("command", tok.value, p.uid),
+                             lambda tok=tok, p=p: self.deliver_command(st, rs, address, sender, tok.value, p))
+            elif tok.kind == FILE:
+                if origin not in self.allow_file:
+                    self.record(st, rs, address, base.BOUNCED, "5.7.1", "mail to file is restricted")
+                    continue
+                p = self.not_root(privs)
+                self.attempt(st, rs, address, ("file", tok.value),
+                             lambda tok=tok, p=p: self.deliver_file(st, rs, address, sender, tok.value, p))
+        for dest in remote:
+            self.attempt(st, rs, address, ("forward", dest.lower()),
+                         lambda dest=dest: self.forward(st, rs, address, sender, dest))
+
+    def expand_include(self, st, rs, address, path, sender, chain, depth, origin, privs) -> None:
+        if not path.startswith("/"):
+            self.record(st, rs, address, base.BOUNCED, "5.3.5", f":include:{path}: not an absolute path")
+            return
+        if self.seen_before(st, rs, ("include", path), chain, address):
+            return
+        reader = None if origin == "alias" else privs     # the admin's files: as ourselves
+        try:
+            text, owner_uid = run_as(reader, read_file, path)
+            tokens = parse_list(text, path)
+        except MailError as e:
+            self.record(st, rs, address, base.DEFERRED if e.temporary else base.BOUNCED, e.dsn, e.reason)
+            return
+        except Exception as e:
+            self.record(st, rs, address, base.DEFERRED, "4.3.0", f"bad include file {path}: {e}")
+            return
+        inc_privs = privs if origin == "forward" else self.privs_for_owner(owner_uid)
+        self.expand_tokens(st, rs, address, tokens, sender, chain + (("include", path),), depth + 1,
+                           "include", inc_privs)
+
+    def not_root(self, p: Privs) -> Privs:
+        """Files and commands never run as root (Postfix: default_privs instead)."""
+        return self.default_privs() if p.uid == 0 and _privileged() else p
+
+    # -- final deliveries -----------------------------------------------------------------
+
+    def headers(self, st: RequestState, rs: RcptState, address: str, sender: str) -> bytes:
+        h = f"Return-Path: <{sender}>\n"
+        if rs.original:
+            h += f"X-Original-To: {rs.original}\n"
+        h += f"Delivered-To: {address}\n"
+        return h.encode("utf-8", "surrogateescape")
+
+    def deliver_mailbox(self, st: RequestState, rs: RcptState, address: str, sender: str, u: Privs) -> str:
+        if self.home_mailbox:
+            path = os.path.join(u.home, self.home_mailbox)
+            if self.home_mailbox.endswith("/"):
+                run_as(u, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync)
+                return "delivered to maildir"
+            data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
+            run_as(u, append_mbox, path, data, u, self.limit, self.stale)
+            return "delivered to mailbox"
+        path = os.path.join(self.spool, u.name)
+        data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
+        try:
+            world = os.stat(self.spool).st_mode & stat.S_IWOTH
+        except OSError as e:
+            raise TempFail(f"mail_spool_directory {self.spool}: {e.strerror}", "4.3.0") from e
+        if world or not _privileged():
+            run_as(u, append_mbox, path, data, u, self.limit, self.stale)
+        else:
+            # Debian's /var/mail (2775 root:mail): lock and create as root, write as the user.
+            run_as(u, append_mbox, path, data, u, self.limit, self.stale, True, True, keep_root=True)
+        return "delivered to mailbox"
+
+    def deliver_file(self, st: RequestState, rs: RcptState, address: str, sender: str, path: str, p: Privs) -> str:
+        if path.endswith("/"):
+            run_as(p, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync)
+            return f"delivered to maildir: {path}"
+        data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
+        run_as(p, append_mbox, path, data, p, self.limit, self.stale, False)
+        return f"delivered to file: {path}"
+
+    def command_env(self, rs: RcptState, address: str, sender: str, p: Privs) -> dict[str, str]:
+        user, ext, domain = self.split_local(address)
+        env = {k: os.environ[k] for k in self.export_env if "=" not in k and k in os.environ}
+        env.update(k.split("=", 1) for k in self.export_env if "=" in k)
+        env.update({"PATH": "/usr/bin:/bin", "HOME": p.home, "USER": p.name, "LOGNAME": p.name,
+                    "SHELL": p.shell, "SENDER": sender, "RECIPIENT": address, "LOCAL": address.rpartition("@")[0],
+                    "DOMAIN": domain, "EXTENSION": ext, "ORIGINAL_RECIPIENT": rs.original})
+        return env
+
+    def deliver_command(self, st: RequestState, rs: RcptState, address: str, sender: str, cmd: str, p: Privs) -> str:
+        data = from_line(sender) + self.headers(st, rs, address, sender) + st.message
+        argv = ["/bin/sh", "-c", cmd] if not self.shell else self.shell.split() + [cmd]
+        kw: dict[str, Any] = {}
+        if _privileged():
+            kw = {"user": p.uid, "group": p.gid, "extra_groups": p.groups()}
+        cwd = p.home if os.path.isdir(p.home) else "/"
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=self.command_env(rs, address, sender, p), cwd=cwd,
+                                    start_new_session=True, close_fds=True, **kw)
+        except OSError as e:
+            raise TempFail(f"cannot run command: {e.strerror}", "4.3.0") from e
+        try:
+            out, _ = proc.communicate(data, timeout=self.cmd_limit)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.communicate()
+            raise TempFail(f"command time limit exceeded: \"{cmd}\"", "4.3.0") from None
+        if proc.returncode == 0:
+            return f"delivered to command: {cmd}"
+        text = " ".join(out.decode("utf-8", "replace").split())[:500]
+        detail = f" Command output: {text}" if text else ""
+        if proc.returncode == 75:              # EX_TEMPFAIL
+            raise TempFail(f"temporary failure. Command output: {text}" if text else "temporary failure", "4.3.0")
+        if proc.returncode < 0:
+            raise TempFail(f"Command died with signal {-proc.returncode}: \"{cmd}\".{detail}", "4.3.0")
+        raise PermFail(f"Command died with status {proc.returncode}: \"{cmd}\".{detail}", "5.3.0")
+
+    def forward(self, st: RequestState, rs: RcptState, address: str, sender: str, dest: str) -> str:
+        """A new queue file for dest (Delivered-To: address added), written as the mail owner."""
+        if self.store is None:
+            raise TempFail("forwarding is not available here (no queue)", "4.3.0")
+        from ..core.queueid import new_queue_id
+        qid = new_queue_id()
+        prefix = f"Delivered-To: {address}\n".encode("utf-8", "surrogateescape")
+        run_as(self.mail_owner(), write_forward, self.store.path("incoming"), qid, sender,
+               dest, rs.original or address, prefix, st.message, self.sync)
+        _trigger_qmgr(self.store, qid)
+        return f"forwarded as {qid}"
+
+
+def write_forward(incoming: str, qid: str, sender: str, dest: str, original: str, prefix: bytes,
+                  message: bytes, sync: bool) -> None:
+    from ..queue import qfile
+    from ..queue.store import QueueFileWriter, fsync_dir
+    w = QueueFileWriter(incoming, qid, sync)
+    try:
+        w.write(qfile.encode_envelope(time.time(), sender, [(dest, {"o": original})], {"protocol": "local"}))
+        w.write(prefix)
+        w.write(message)
+        w.commit()
+    except BaseException:
+        w.abort()
+        raise
+    if sync:
+        fsync_dir(incoming)
+
+
+def _trigger_qmgr(store, qid: str) -> None:
+    import socket
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as s:
+        for path in (store.path("public", "qmgr"), store.path("private", "qmgr")):
+            try:
+                s.sendto(qid.encode(), path)
+                return
+            except OSError:
+                continue

@@ -1,0 +1,184 @@
+"""End to end, as root: real system users (useradd), the local agent, aliases, .forward.
+
+Mail goes in over SMTP to a real instance whose local_transport is `local`; it is read
+back from /var/mail/USER and ~/Maildir with Python's mailbox module and with `mail`
+from Debian's mailutils. Users get unique names and are removed (userdel -r) after.
+"""
+import mailbox
+import os
+import pwd
+import secrets
+import shutil
+import smtplib
+import subprocess
+
+import pytest
+
+from estafeta.testing.instance import Instance, wait_for
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates system users with useradd")
+
+
+@pytest.fixture(scope="module")
+def users():
+    tag = secrets.token_hex(3)
+    names = {role: f"et{tag}{role}" for role in ("xavier", "pepe", "juan", "md")}
+    made = []
+    try:
+        for n in names.values():
+            subprocess.run(["useradd", "-m", "-s", "/bin/sh", n], check=True, capture_output=True)
+            made.append(n)
+        yield names
+    finally:
+        for n in made:
+            subprocess.run(["userdel", "-r", n], capture_output=True)
+            try:
+                os.unlink(f"/var/mail/{n}")
+            except FileNotFoundError:
+                pass
+
+
+def write_as(user: str, path: str, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+    pw = pwd.getpwnam(user)
+    os.chown(path, pw.pw_uid, pw.pw_gid)
+
+
+@pytest.fixture(scope="module")
+def inst(users):
+    x, p, j = users["xavier"], users["pepe"], users["juan"]
+    i = Instance(main={"mydestination": "localhost", "local_transport": "local", "local_recipient_maps": "",
+                       "mail_spool_directory": "/var/mail"})
+    i.init()
+    out = i.path("out")
+    os.makedirs(out)
+    os.chmod(out, 0o1777)
+    with open(i.path("club"), "w") as f:
+        f.write(f"# an include file\n{j}\n")
+    with open(i.path("aliases"), "w") as f:
+        f.write(f"""\
+# as in the seed, chapter 9
+usuarios: {x},{p},
+    {j}
+club: :include:{i.path('club')}
+logger: "|id -u > {out}/alias-cmd.uid; cat > {out}/alias-cmd.msg", {out}/alias-file
+loopa: loopb
+loopb: loopa
+""")
+    i.cli("config", "-e", f"alias_maps=hash:{i.path('aliases')}", f"alias_database=hash:{i.path('aliases')}")
+    r = i.cli("newaliases", check=False)
+    assert r.returncode == 0, r.stderr
+    # juan keeps a copy and runs a command of his own
+    write_as(j, os.path.join(pwd.getpwnam(j).pw_dir, ".forward"), f'\\{j}\n"|id -u > {out}/forward-cmd.uid"\n')
+    i.start()
+    wait_for(lambda: i.service_pids("local"), what="local service")
+    yield i
+    i.cleanup()
+
+
+def send(inst, rcpts, body: bytes, sender="alice@example.org"):
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as s:
+        return s.sendmail(sender, rcpts, body)
+
+
+def mbox(user: str) -> list:
+    try:
+        return list(mailbox.mbox(f"/var/mail/{user}", create=False))
+    except (FileNotFoundError, mailbox.NoSuchMailboxError):
+        return []
+
+
+def subjects(user: str) -> list[str]:
+    return [m["Subject"] for m in mbox(user)]
+
+
+def test_alias_list_one_copy_each_with_from_quoting(inst, users) -> None:
+    send(inst, ["usuarios@localhost", f"{users['xavier']}@localhost"],
+         b"Subject: reunion\r\n\r\nhola\r\nFrom me\r\nadios\r\n")
+    for role in ("xavier", "pepe", "juan"):
+        u = users[role]
+        wait_for(lambda: "reunion" in subjects(u), what=f"mail for {role}")
+    wait_for(lambda: inst.queue_count() == 0, what="empty queue")
+    for role in ("xavier", "pepe", "juan"):
+        u = users[role]
+        got = [m for m in mbox(u) if m["Subject"] == "reunion"]
+        assert len(got) == 1, f"{role}: got {len(got)} copies, want 1"
+        assert got[0].get_payload() == "hola\n>From me\nadios\n", got[0].get_payload()
+        assert got[0]["Delivered-To"] == f"{u}@localhost"
+        st = os.stat(f"/var/mail/{u}")
+        pw = pwd.getpwnam(u)
+        assert (st.st_uid, st.st_mode & 0o777) == (pw.pw_uid, 0o600), f"{role}: owner {st.st_uid} mode {oct(st.st_mode)}"
+    assert "orig_to=<usuarios@localhost>" in inst.log()
+
+
+@pytest.mark.skipif(not shutil.which("mail"), reason="mail not installed (Debian package mailutils)")
+def test_mailutils_reads_the_mbox(inst, users) -> None:
+    u = users["pepe"]
+    send(inst, [f"{u}@localhost"], b"Subject: para mailutils\r\n\r\ncuerpo\r\n")
+    wait_for(lambda: "para mailutils" in subjects(u), what="delivery")
+    r = subprocess.run(["mail", "-f", f"/var/mail/{u}", "-H"], capture_output=True, text=True, timeout=30)
+    assert "para mailutils" in r.stdout, r.stdout + r.stderr
+    r = subprocess.run(["mail", "-f", f"/var/mail/{u}", "-p"], capture_output=True, text=True, timeout=30,
+                       input="")
+    assert "cuerpo" in r.stdout, r.stdout + r.stderr
+
+
+def test_include_command_file_and_forward(inst, users) -> None:
+    j = users["juan"]
+    send(inst, ["club@localhost", "logger@localhost"], b"Subject: varios\r\n\r\nFrom here\r\n")
+    out = inst.path("out")
+    wait_for(lambda: os.path.exists(f"{out}/alias-cmd.msg") and os.path.exists(f"{out}/forward-cmd.uid")
+             and "varios" in subjects(j), what="deliveries")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    assert open(f"{out}/alias-cmd.uid").read().strip() == str(nobody), "alias commands run as default_privs"
+    assert open(f"{out}/forward-cmd.uid").read().strip() == str(pwd.getpwnam(j).pw_uid), \
+        ".forward commands run as the user"
+    assert "\nFrom here\n" in open(f"{out}/alias-cmd.msg").read()
+    wait_for(lambda: os.path.exists(f"{out}/alias-file"), what="file delivery")
+    box = list(mailbox.mbox(f"{out}/alias-file"))
+    assert [m["Subject"] for m in box] == ["varios"] and box[0].get_payload() == ">From here\n"
+    assert os.stat(f"{out}/alias-file").st_uid == nobody
+    assert subjects(j).count("varios") == 1
+
+
+def test_loops_bounce_5_4_6(inst, users) -> None:
+    x = users["xavier"]
+    send(inst, ["loopa@localhost"], b"Subject: loop1\r\n\r\nx\r\n")
+    send(inst, [f"{x}@localhost"], f"Delivered-To: {x}@localhost\r\nSubject: loop2\r\n\r\nx\r\n".encode())
+    try:
+        wait_for(lambda: inst.log().count("dsn=5.4.6") >= 2, what="two loop bounces")
+    except TimeoutError:
+        pytest.fail(inst.log()[-3000:])
+    assert "loop2" not in subjects(x)
+
+
+def test_unknown_user_bounces_5_1_1(inst) -> None:
+    send(inst, ["nosuchuser-zz@localhost"], b"Subject: nobody\r\n\r\nx\r\n")
+    wait_for(lambda: 'status=bounced (unknown user: "nosuchuser-zz")' in inst.log(), what="bounce")
+    assert "dsn=5.1.1" in inst.log()
+
+
+def test_only_master_and_local_keep_root(inst) -> None:
+    assert inst.uid_of(inst.master_pid()) == 0
+    for pid in inst.service_pids("local"):
+        assert inst.uid_of(pid) == 0
+    for cmd in ("smtpd", "qmgr"):
+        for pid in inst.service_pids(cmd):
+            wait_for(lambda: inst.uid_of(pid) != 0, timeout=10, what=f"{cmd} drops root")
+
+
+def test_home_maildir(users, instance_factory) -> None:
+    u = users["md"]
+    i = instance_factory(main={"mydestination": "localhost", "local_transport": "local", "local_recipient_maps": "",
+                               "home_mailbox": "Maildir/", "alias_maps": ""})
+    send(i, [f"{u}@localhost"], b"Subject: al maildir\r\n\r\nFrom x\r\n")
+    md = os.path.join(pwd.getpwnam(u).pw_dir, "Maildir")
+    wait_for(lambda: os.path.isdir(f"{md}/new") and os.listdir(f"{md}/new"), what="maildir delivery")
+    msgs = list(mailbox.Maildir(md, create=False))
+    assert [m["Subject"] for m in msgs] == ["al maildir"]
+    assert msgs[0].get_payload() == "From x\n", "Maildir needs no From quoting"
+    pw = pwd.getpwnam(u)
+    for sub in ("", "new"):
+        assert os.stat(os.path.join(md, sub)).st_uid == pw.pw_uid
+    assert os.stat(os.path.join(md, "new", os.listdir(f"{md}/new")[0])).st_uid == pw.pw_uid
