@@ -31,11 +31,35 @@ class QmgrTrigger:
         self.paths = [store.path("public", name), store.path("private", name)]
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
+        self.pending: list[str] = []
 
     def send(self, word: str) -> None:
+        """Queue one word; all words of one event-loop turn go in one datagram, so a
+        burst of commits finished by one shared fsync wakes qmgr once."""
+        if not self.pending:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:          # no loop (a command-line tool): send now
+                self.pending.append(word)
+                self.flush()
+                return
+        self.pending.append(word)
+
+    def flush(self) -> None:
+        words, self.pending = self.pending, []
+        data = " ".join(words).encode()
+        while data:
+            # a datagram stays under the socket's limit: split long bursts
+            chunk, data = data[:60000], data[60000:]
+            if data:
+                cut = chunk.rfind(b" ")
+                chunk, data = chunk[:cut], chunk[cut + 1:] + data
+            self._send(chunk)
+
+    def _send(self, data: bytes) -> None:
         for path in self.paths:
             try:
-                self.sock.sendto(word.encode(), path)
+                self.sock.sendto(data, path)
                 return
             except OSError:
                 continue    # qmgr down or its socket full: its periodic scan picks the file up

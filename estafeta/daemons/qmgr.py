@@ -83,6 +83,7 @@ class Qmgr:
         self.wake = asyncio.Event()
         self.flush_now = False
         self.tasks: set[asyncio.Task] = set()
+        self.retried: set[str] = set()     # ids taken from deferred/ or recovered at start
 
     # -- the queue walk -------------------------------------------------------------
 
@@ -90,6 +91,7 @@ class Qmgr:
         """At start: whatever a crash left in active/ is tried again from incoming/."""
         for qid in self.store.list("active"):
             self.store.move(qid, "active", "incoming")
+        self.retried.update(self.store.list("incoming"))
         now = time.time()
         for name in self.store.unfinished("incoming"):
             p = self.store.path("incoming", name)
@@ -107,6 +109,8 @@ class Qmgr:
         except FileNotFoundError:
             return
         self.in_flight.add(qid)
+        if src != "incoming":
+            self.retried.add(qid)
         t = asyncio.get_running_loop().create_task(self.process(qid))
         self.tasks.add(t)
         t.add_done_callback(self.tasks.discard)
@@ -139,6 +143,7 @@ class Qmgr:
                 pass
         finally:
             self.in_flight.discard(qid)
+            self.retried.discard(qid)
 
     async def _process(self, qid: str) -> None:
         path = self.store.path("active", qid)
@@ -216,8 +221,14 @@ class Qmgr:
             os.utime(path, (now, when))
             self.store.move(qid, "active", "deferred")
         else:
-            self.store.remove("active", qid)
+            # unlink is a slow metadata operation on a busy queue directory: not on the loop
+            await asyncio.to_thread(self.store.remove, "active", qid, self.had_defer_log(env))
             maillog.log.info(f"{qid}: removed")
+
+    def had_defer_log(self, env: qfile.Envelope) -> bool:
+        """Only mail tried before (taken from deferred, or found at start) can have
+        defer/ or bounce/ logs; new mail skips the two unlinks."""
+        return env.queue_id in self.retried or any(r.done for r in env.recipients)
 
     def write_defer_log(self, qid: str, deferred) -> None:
         lines = "".join(f"{res.address}\t{res.dsn}\t{res.reason}\n" for _, res in deferred)
@@ -285,21 +296,25 @@ class Qmgr:
     def _on_trigger(self, sock) -> None:
         for _ in range(1000):
             try:
-                data = sock.recv(256)
+                data = sock.recv(65536)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:
                 return
-            word = data.decode("ascii", "replace").strip()
-            if word == "FLUSH":
-                self.flush_now = True
-                self.wake.set()
-            elif word == "SCAN":
-                self.scan_incoming()
-            elif word == "DEFERRED":     # deferred mail made due (sendmail -qR/-qS/-qI, postqueue -i/-s)
-                self.scan_deferred(force=False)
-            elif is_queue_id(word):
-                self.take(word, "incoming")
+            for word in data.decode("ascii", "replace").split():
+                self._trigger_word(word)
+
+    def _trigger_word(self, word: str) -> None:
+        """One datagram may carry several words (cleanup batches new ids)."""
+        if word == "FLUSH":
+            self.flush_now = True
+            self.wake.set()
+        elif word == "SCAN":
+            self.scan_incoming()
+        elif word == "DEFERRED":     # deferred mail made due (sendmail -qR/-qS/-qI, postqueue -i/-s)
+            self.scan_deferred(force=False)
+        elif is_queue_id(word):
+            self.take(word, "incoming")
 
 
 async def serve(ctx) -> None:

@@ -88,6 +88,14 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--fd", type=int, default=-1)
     p.add_argument("--unpriv", default="y")
     p.add_argument("command")
+    # The service's master.cf arguments come after a "--" (the master puts it there):
+    # they are data, not our options, and may hold "-f" or "--" themselves (a pipe
+    # argv=), which argparse would take for options or drop.
+    if "--" in argv:
+        i = argv.index("--")
+        a = p.parse_args(argv[:i])
+        a.args = argv[i + 1:]
+        return a
     p.add_argument("args", nargs="*")
     return p.parse_args(argv)
 
@@ -140,7 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             profiler.dump_stats(os.path.join(prof_dir, f"{a.command}.{os.getpid()}.prof"))
 
 
-KNOWN_COMMANDS = frozenset({"smtpd", "qmgr", "virtual", "smtp", "lmtp", "pickup", "showq", "local"})
+KNOWN_COMMANDS = frozenset({"smtpd", "qmgr", "virtual", "smtp", "lmtp", "pickup", "showq", "local",
+                            "pipe", "discard", "error"})
 
 
 def _command_module(command: str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 SENT, DEFERRED, BOUNCED = "sent", "deferred", "bounced"
 
@@ -36,7 +36,9 @@ class DeliveryRequest:
     attrs: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self), separators=(",", ":")).encode() + b"\n"
+        d = _fields(self)
+        d["recipients"] = [_fields(r) for r in self.recipients]
+        return json.dumps(d, separators=(",", ":")).encode() + b"\n"
 
     @classmethod
     def from_json(cls, line: bytes) -> "DeliveryRequest":
@@ -55,7 +57,12 @@ class RecipientResult:
 
 
 def results_to_json(results: list[RecipientResult]) -> bytes:
-    return json.dumps([asdict(r) for r in results], separators=(",", ":")).encode() + b"\n"
+    return json.dumps([_fields(r) for r in results], separators=(",", ":")).encode() + b"\n"
+
+
+def _fields(obj) -> dict:
+    """A shallow dict of a slotted dataclass (asdict deep-copies: 10x slower on this path)."""
+    return {k: getattr(obj, k) for k in obj.__slots__}
 
 
 def results_from_json(line: bytes) -> list[RecipientResult]:

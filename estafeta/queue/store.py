@@ -231,8 +231,12 @@ class QueueStore:
     def read_envelope(self, queue: str, queue_id: str) -> qfile.Envelope:
         return qfile.read_envelope(self.path(queue, queue_id), queue_id)
 
-    def remove(self, queue: str, queue_id: str) -> None:
+    def remove(self, queue: str, queue_id: str, logs: bool = True) -> None:
+        """Remove a queue file, and its defer/ and bounce/ logs unless the caller
+        knows there are none (qmgr's fast path for mail delivered at first try)."""
         os.unlink(self.path(queue, queue_id))
+        if not logs:
+            return
         for aux in ("defer", "bounce"):
             try:
                 os.unlink(self.path(aux, queue_id))
