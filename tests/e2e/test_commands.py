@@ -162,8 +162,14 @@ def test_mailq_shape_matches_postfix(instance_factory):
         subprocess.run(["/usr/sbin/sendmail", "-C", f"{T}/etc", "-f", "", "dave@remote.example"],
                        input=b"Subject: x\n\nbody\n", check=True, timeout=60)
         pq = ["postqueue", "-c", f"{T}/etc", "-p"]
-        postfix_out = wait_for(lambda: (o := subprocess.run(pq, capture_output=True, text=True).stdout)
-                               and o.count("(mail transport unavailable)") == 2 and o, 30, what="postfix deferrals")
+        # Wait until Postfix has settled both messages in its deferred queue: no "*"
+        # (still active) and every recipient's reason known.
+        def settled():
+            o = subprocess.run(pq, capture_output=True, text=True).stdout
+            ok = (o.count("(mail transport unavailable)") == 2 and "reason unavailable" not in o
+                  and not re.search(r"^[0-9A-F]+\*", o, re.M))
+            return o if ok else None
+        postfix_out = wait_for(settled, 60, interval=0.5, what="postfix deferrals")
     finally:
         subprocess.run(pf + ["stop"], capture_output=True, timeout=60)
         shutil.rmtree(T, ignore_errors=True)
