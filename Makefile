@@ -18,7 +18,7 @@ run: install
 	@[ -f $(INSTANCE)/main.cf ] || $(BIN)/estafeta init $(INSTANCE)
 	@echo "estafeta: SMTP on 127.0.0.1:2525, local domain localhost, mailbox demo@localhost"
 	@echo "  send a test message:  swaks --server 127.0.0.1:2525 --to demo@localhost"
-	@echo "  or:  printf 'Subject: hi\\n\\nhello\\n' | $(BIN)/python -m estafeta.testing.send demo@localhost"
+	@echo "  or:  echo hello | $(BIN)/python -m estafeta.testing.send demo@localhost"
 	@echo "  read it in:           $(INSTANCE)/var/mail/demo/Maildir/new/"
 	@echo "  log:                  $(INSTANCE)/var/log/maillog   (Ctrl-C stops)"
 	$(BIN)/estafeta -c $(INSTANCE) start --foreground
