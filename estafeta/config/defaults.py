@@ -90,6 +90,12 @@ local     unix  -       n       n       -       -       local
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
 lmtp      unix  -       -       n       -       -       lmtp
+# Agents that deliver nothing: transport_maps "discard:" or "error:text" (the
+# nexthop is the reason); "retry" defers. pipe services are added by hand, e.g.
+# mypipe unix - n n - - pipe flags=DRhu user=nobody argv=/usr/local/bin/filter ${sender} ${recipient}
+discard   unix  -       -       n       -       -       discard
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
 # Messages are cleaned up in process by smtpd; no separate cleanup service.
 # POP3 on 127.0.0.1:1110 arrives with the mail access work (SPEC S9).
 # Local submission: the sendmail command writes into maildrop/, pickup feeds

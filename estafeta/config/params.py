@@ -236,6 +236,10 @@ _ALL: list[Param] = [
     _p("relay_transport", Str, "relay", "Transport for domains in relay_domains."),
     _p("default_transport", Str, "smtp", "Transport for all other destinations."),
     _p("transport_maps", List, "", "Lookup tables mapping recipients or domains to transport:nexthop."),
+    _p("parent_domain_matches_subdomains", List,
+       "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,"
+       "relay_domains,smtpd_access_maps",
+       "Features where a pattern example.com also matches its subdomains (else only .example.com does)."),
     _p("local_recipient_maps", List, "unix:passwd.byname $alias_maps",
        "Tables of valid local recipients; unknown local recipients are rejected by the SMTP server."),
     _p("alias_maps", List, "hash:/etc/aliases", "Alias tables used by the local delivery agent."),

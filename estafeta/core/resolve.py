@@ -3,15 +3,24 @@
 Given a recipient address, say which class its domain belongs to and which
 transport:nexthop takes it, in Postfix's order: local (mydestination, and the
 machine's own address literals), virtual alias (later), virtual mailbox, relay,
-default. transport_maps, virtual_alias_maps and the rest arrive with the tables
-issue and slot in before the class rules (`resolve`).
+default. virtual_alias_maps and the rest arrive with the tables issue.
+
+transport_maps (transport(5)) overrides the class rules. Keys, in order: the
+address (user+ext@domain, then user@domain when recipient_delimiter is set), the
+domain, its parents as ".parent" (or "parent" when parent_domain_matches_subdomains
+names transport_maps), then "*". Values: "transport:nexthop"; ":nexthop" keeps the
+class's transport; "transport:" (or "transport") takes the recipient domain as
+nexthop; "" or ":" changes nothing. The nexthop keeps its case: for error: and
+discard: it is text. A table that cannot answer routes the recipient to the
+`retry` transport (the error agent deferring), so it waits for the table rather
+than going wherever the class rules would send it.
 """
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
-from ..tables import TableList, open_table, split_table_list
+from ..tables import TableList, TableTempError, open_table, split_table_list
 
 LOCAL, VIRTUAL, RELAY, DEFAULT = "local", "virtual", "relay", "default"
 
@@ -55,6 +64,18 @@ class Route:
     nexthop: str
 
 
+def apply_transport(route: Route, value: str, domain: str) -> Route:
+    """A transport_maps result over the class's route (transport(5) RESULT FORMAT)."""
+    value = value.strip()
+    t, colon, nh = value.partition(":")
+    t, nh = t.strip(), nh.strip()
+    if not t and not nh:
+        return route                                        # "" or ":": no change
+    if not t:
+        return Route(route.address_class, route.transport, nh)   # ":nexthop"
+    return Route(route.address_class, t, nh or domain.lower())  # "t:nexthop", "t:", "t"
+
+
 def _split_transport(value: str, default_nexthop: str) -> tuple[str, str]:
     t, _, nh = value.partition(":")
     return t, nh or default_nexthop
@@ -73,6 +94,11 @@ class Resolver:
         self.default_transport = cfg.get("default_transport")
         self.relayhost = cfg.get("relayhost")
         self.local_recipient_maps = TableList(cfg.get("local_recipient_maps"))
+        self.transport_maps = TableList(cfg.get("transport_maps"))
+        self.delimiter = cfg.get("recipient_delimiter")
+        self.empty_address = f"{cfg.get('empty_address_recipient')}@{self.myhostname}"
+        pdms = cfg.get_list("parent_domain_matches_subdomains")
+        self.transport_parent_bare = "transport_maps" in pdms
 
     def address_class(self, domain: str) -> str:
         if not domain or domain in self.mydestination or domain.lower() == self.myhostname:
@@ -94,7 +120,43 @@ class Resolver:
             t, nh = _split_transport(self.relay_transport, self.relayhost or domain)
         else:
             t, nh = _split_transport(self.default_transport, self.relayhost or domain)
-        return Route(cls, t, nh.lower())
+        route = Route(cls, t, nh.lower())
+        if not self.transport_maps:
+            return route
+        try:
+            value = self.transport_lookup(address)
+        except TableTempError as e:
+            return Route(cls, "retry", f"4.3.0 transport_maps lookup failure: {e}")
+        return apply_transport(route, value, domain) if value is not None else route
+
+    def transport_keys(self, address: str) -> list[str]:
+        """transport(5) TABLE SEARCH ORDER for one recipient."""
+        if not address:
+            address = self.empty_address
+        local, at, domain = address.rpartition("@")
+        if not at:
+            local, domain = address, self.myhostname
+        domain = domain.lower().rstrip(".")
+        keys = [f"{local}@{domain}"]
+        if self.delimiter:
+            for i, ch in enumerate(local):
+                if ch in self.delimiter and i > 0:
+                    keys.append(f"{local[:i]}@{domain}")
+                    break
+        keys.append(domain)
+        labels = domain.split(".")
+        for i in range(1, len(labels)):
+            parent = ".".join(labels[i:])
+            keys.append(parent if self.transport_parent_bare else "." + parent)
+        keys.append("*")
+        return keys
+
+    def transport_lookup(self, address: str) -> str | None:
+        for key in self.transport_keys(address):
+            v = self.transport_maps.lookup(key)
+            if v is not None:
+                return v
+        return None
 
     def is_known_local(self, address: str) -> bool | None:
         """For smtpd's reject_unlisted_recipient: None when there is no table to ask."""

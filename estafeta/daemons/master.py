@@ -132,6 +132,12 @@ def check_services(entries: list[ServiceEntry], path: str) -> None:
             raise ConfigError(path, e.line, err.problem) from None
         if e.command not in KNOWN_COMMANDS:
             raise ConfigError(path, e.line, f"unknown command {e.command!r} (known: {', '.join(sorted(KNOWN_COMMANDS))})")
+        if e.command == "pipe":             # flags= user= argv=...: wrong ones would defer all its mail
+            from ..delivery.pipe import parse_attributes
+            try:
+                parse_attributes(e.args)
+            except ConfigError as err:
+                raise ConfigError(path, e.line, f"{e.name}: {err.problem}") from None
 
 
 def process_count(entry: ServiceEntry, cfg: MainConfig) -> tuple[int, list[str]]:
@@ -215,7 +221,7 @@ class Master:
             argv += ["-o", f"{k}={v}"]
         if svc.sock is not None:
             argv += ["--fd", str(svc.sock.fileno())]
-        return argv + [e.command, *svc.args]
+        return argv + [e.command, "--", *svc.args]      # skeleton.parse_args: args after "--"
 
     def spawn(self, svc: Service) -> None:
         import subprocess
