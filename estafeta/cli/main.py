@@ -212,19 +212,38 @@ def cmd_map(args) -> int:
     spec = args.table if ":" in args.table else f"hash:{args.table}"
     kind, _, path = spec.partition(":")
     if args.query is not None or args.dump:
+        from ..tables import TableTempError
         table = open_table(spec)
-        if args.dump:
-            for k, v in getattr(table, "items", lambda: [])():
-                print(f"{k}\t{v}")
-            return 0
-        value = table.lookup(args.query)
-        if value is None:
-            return 1
-        print(value)
-        return 0
+        for w in getattr(table, "warnings", []):
+            err(f"warning: {w}")
+        try:
+            if args.dump:
+                items = getattr(table, "items", None)
+                if items is None:
+                    err(f"fatal: table {spec}: a {kind} table cannot be listed; query it with -q")
+                    return 1
+                for k, v in items():
+                    print(f"{k}\t{v}")
+                return 0
+            keys = sys.stdin.read().split("\n") if args.query == "-" else [args.query]
+            found = False
+            for key in keys:
+                if args.query == "-" and not key.strip():
+                    continue
+                value = table.lookup(key.split()[0] if args.query == "-" else key)
+                if value is not None:
+                    found = True
+                    print(f"{key.split()[0]}\t{value}" if args.query == "-" else value)
+        except TableTempError as e:
+            err(f"fatal: table {spec}: lookup error: {e.reason}")
+            return EX_TEMPFAIL
+        return 0 if found else 1
     if kind != "hash":
-        err(f"fatal: {spec}: only hash: tables have an index to build")
-        return EX_USAGE
+        # Nothing to build: open the table, which checks its syntax (file, line).
+        table = open_table(spec)
+        for w in getattr(table, "warnings", []):
+            err(f"warning: {w}")
+        return 0
     from ..tables import hash as hash_table
     hash_table.build(path, hash_table.source_pairs(path))
     return 0

@@ -114,7 +114,7 @@ class TextHashTable:
                 continue
             if raw[0].isspace() and logical:
                 ln, prev = logical[-1]
-                logical[-1] = (ln, prev + " " + raw.strip())
+                logical[-1] = (ln, prev + raw.rstrip())   # as postmap: indentation kept
             elif raw[0].isspace():
                 raise ConfigError(self.path, n, "continuation line before any entry")
             else:
@@ -211,5 +211,13 @@ class TableList:
 
 
 from .hash import HashTable  # noqa: E402  (imports TableTempError from above)
+from .cidr import CidrTable  # noqa: E402
+from .patterns import PcreTable, RegexpTable  # noqa: E402
+from .sql import PgsqlTable, SqliteTable  # noqa: E402
 
 REGISTRY["hash"] = HashTable
+REGISTRY["regexp"] = RegexpTable
+REGISTRY["pcre"] = PcreTable
+REGISTRY["cidr"] = CidrTable
+REGISTRY["sqlite"] = SqliteTable
+REGISTRY["pgsql"] = PgsqlTable

@@ -20,7 +20,7 @@ def test_lookup_lowercases_keys_and_keeps_values(tmp_path) -> None:
     t, _ = built(tmp_path, "# comment\nAlice@Example.ORG  Value With Case\nbob x\n  continued\nempty\n")
     got = {k: t.lookup(k) for k in ("alice@example.org", "ALICE@EXAMPLE.ORG", "bob", "empty", "carol")}
     want = {"alice@example.org": "Value With Case", "ALICE@EXAMPLE.ORG": "Value With Case",
-            "bob": "x continued", "empty": "", "carol": None}
+            "bob": "x  continued", "empty": "", "carol": None}   # postmap keeps the indentation
     assert got == want, f"got {got}, want {want}"
 
 

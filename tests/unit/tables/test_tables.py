@@ -70,7 +70,7 @@ def test_texthash_syntax(tmp_path) -> None:
     check_lookups(t, {
         "user@example.org": "example.org/user/",
         "USER@EXAMPLE.ORG": "example.org/user/",
-        "multi": "first second third",
+        "multi": "first   second\tthird",  # as postmap: indentation kept
         "bare": "",
         "@example.net": "catchall/",
         "second": None,
