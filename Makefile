@@ -9,7 +9,7 @@ INSTANCE ?= $(CURDIR)/var/instance
 $(BIN)/estafeta: pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(BIN)/pip install -q -e '.[test,fast]'
+	$(BIN)/pip install -q -e '.[test,fast,pgsql]'
 	@touch $@
 
 install: $(BIN)/estafeta
