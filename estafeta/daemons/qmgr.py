@@ -25,10 +25,11 @@ import os
 import time
 from collections import defaultdict
 
-from ..core import maillog
+from ..core import dsn, maillog
 from ..core.queueid import is_queue_id, new_queue_id
 from ..core.resolve import Resolver
 from ..delivery import base
+from ..proto import dsn as proto_dsn
 from ..queue import qfile, scheduler
 from ..queue.store import QueueStore
 from .cleanup import Cleanup
@@ -75,8 +76,8 @@ class Qmgr:
         self.max_backoff = cfg.get_duration("maximal_backoff_time")
         self.lifetime = cfg.get_duration("maximal_queue_lifetime")
         self.run_delay = cfg.get_duration("queue_run_delay")
-        self.rcpt_limit = cfg.get_int("default_destination_recipient_limit")
-        self.conc_limit = cfg.get_int("default_destination_concurrency_limit")
+        self.process_limit = cfg.get_int("default_process_limit")
+        self.dest_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
         self.active_sem = asyncio.Semaphore(cfg.get_int("qmgr_message_active_limit"))
         self.in_flight: set[str] = set()
         self.pools: dict[str, AgentPool] = {}
@@ -162,10 +163,11 @@ class Qmgr:
             groups[(route.transport, route.nexthop)].append(r)
         jobs = []
         for (transport, nexthop), rcpts in groups.items():
-            for batch in scheduler.batches(rcpts, self.rcpt_limit):
+            for batch in scheduler.batches(rcpts, self.limit(transport, "recipient")):
                 req = base.DeliveryRequest(
                     qid, path, env.message_offset, env.sender, env.arrival, transport, nexthop,
-                    [base.RecipientRequest(r.address, r.original, r.offset) for r in batch], active_since)
+                    [base.RecipientRequest(r.address, r.original, r.offset, dsn_params(r, env)) for r in batch],
+                    active_since, {k: v for k in (proto_dsn.RET, proto_dsn.ENVID) if (v := env.attrs.get(k))})
                 jobs.append(self.dispatch(req))
         results: list[tuple[qfile.Recipient, base.RecipientResult]] = []
         by_offset = {r.offset: r for r in pending}
@@ -174,14 +176,32 @@ class Qmgr:
                 results.append((by_offset[rr.offset], result))
         await self.finish(env, path, results)
 
+    def limit(self, transport: str, kind: str) -> int:
+        """<transport>_destination_<kind>_limit, else default_destination_<kind>_limit."""
+        raw = self.cfg.raw(f"{transport}_destination_{kind}_limit")
+        if raw is not None and raw.strip().isdigit():
+            return int(raw)
+        return self.cfg.get_int(f"default_destination_{kind}_limit")
+
+    def destination_slot(self, transport: str, nexthop: str) -> asyncio.Semaphore:
+        key = (transport, nexthop)
+        sem = self.dest_slots.get(key)
+        if sem is None:
+            n = self.limit(transport, "concurrency") or self.process_limit
+            sem = self.dest_slots[key] = asyncio.Semaphore(n)
+        return sem
+
     async def dispatch(self, req: base.DeliveryRequest) -> tuple[base.DeliveryRequest, list[base.RecipientResult]]:
         sock = self.store.path("private", req.transport)
         for attempt in (1, 2):
             pool = self.pools.get(req.transport)
             if pool is None:
-                pool = self.pools[req.transport] = AgentPool(sock, self.conc_limit)
+                pool = self.pools[req.transport] = AgentPool(sock, self.process_limit)
             try:
-                res = await pool.call(req)
+                # One destination holds at most its concurrency limit of the transport's
+                # slots, so a slow or dead site never starves the others (SPEC S3).
+                async with self.destination_slot(req.transport, req.nexthop):
+                    res = await pool.call(req)
                 if len(res) != len(req.recipients):
                     raise ValueError("delivery agent answered for a different number of recipients")
                 return req, res
@@ -203,17 +223,27 @@ class Qmgr:
                      results: list[tuple[qfile.Recipient, base.RecipientResult]]) -> None:
         qid = env.queue_id
         now = time.time()
+        sent = [(r, res) for r, res in results if res.status == base.SENT]
         deferred = [(r, res) for r, res in results if res.status == base.DEFERRED]
         bounced = [(r, res) for r, res in results if res.status == base.BOUNCED]
-        if deferred and scheduler.expired(now, env.arrival, self.lifetime):
+        soft_bounce = self.cfg.get_bool("soft_bounce")
+        if bounced and soft_bounce:
+            # soft_bounce = yes: nothing is returned; a hard failure is retried as a soft one.
+            deferred += [(r, base.RecipientResult(res.address, base.DEFERRED, res.dsn.replace("5.", "4.", 1),
+                                                  res.reason, res.relay)) for r, res in bounced]
+            bounced = []
+        if deferred and not soft_bounce and scheduler.expired(now, env.arrival, self.lifetime):
             maillog.log.info(f"{qid}: from=<{env.sender}>, status=expired, returned to sender")
             bounced += [(r, base.RecipientResult(res.address, base.BOUNCED, res.dsn.replace("4.", "5.", 1),
-                                                 f"message expired: {res.reason}")) for r, res in deferred]
+                                                 f"message expired: {res.reason}", res.relay)) for r, res in deferred]
             deferred = []
         if bounced:
-            await self.notify_sender(env, bounced)
-        done = [r.offset for r, res in results if res.status != base.DEFERRED] + \
-               [r.offset for r, res in bounced if res.status == base.BOUNCED]
+            await self.notify_sender(env, path, dsn.FAILURE, bounced)
+        if sent:
+            await self.notify_sender(env, path, dsn.SUCCESS, sent)
+        if deferred:
+            await self.warn_delay(env, path, now, deferred)
+        done = [r.offset for r, _ in sent] + [r.offset for r, _ in bounced]
         if deferred:
             await asyncio.to_thread(qfile.mark_done, path, sorted(set(done)), self.sync)
             self.write_defer_log(qid, deferred)
@@ -238,32 +268,74 @@ class Qmgr:
         except OSError as e:
             maillog.log.warning(f"{qid}: cannot write defer log: {e}")
 
-    async def notify_sender(self, env: qfile.Envelope, bounced) -> None:
-        """A plain non-delivery notice (RFC 3464 reports come with remote delivery)."""
-        if not env.sender:
-            maillog.log.info(f"{env.queue_id}: undeliverable mail from the null sender discarded "
-                             f"({len(bounced)} recipient(s))")
+    async def notify_sender(self, env: qfile.Envelope, path: str, kind: str, items) -> None:
+        """Send the RFC 3464 notice of `kind` (core/dsn.py) for those of `items`
+        ((queue recipient, result) pairs) whose NOTIFY asks for it, through cleanup
+        like any new message, from the null sender.
+
+        Mail from the null sender (itself a notice) never gets a notice back: an
+        undeliverable one goes, headers only, to 2bounce_notice_recipient (a double
+        bounce, sent from double_bounce_sender); an undeliverable double bounce is
+        discarded. Delay and success notices for such mail are not sent at all."""
+        qid = env.queue_id
+        word = {dsn.FAILURE: "FAILURE", dsn.DELAY: "DELAY", dsn.SUCCESS: "SUCCESS"}[kind]
+        chosen = [(r, res) for r, res in items
+                  if proto_dsn.wants(proto_dsn.notify_of(r.params, env.attrs), word)
+                  and not (kind == dsn.SUCCESS and res.action == "relayed-dsn")]
+        if env.sender and not chosen:
+            return           # the common case: nobody asked (delivered mail without NOTIFY=SUCCESS)
+        double_bounce = f"{self.cfg.get('double_bounce_sender')}@{self.cfg.get('myhostname')}"
+        if not env.sender or env.sender == double_bounce:
+            if kind != dsn.FAILURE:
+                return
+            if not env.sender:
+                await self._send_notice(env, path, kind, items, self.cfg.get("2bounce_notice_recipient"),
+                                        double_bounce, postmaster=True)
+            else:
+                maillog.log.info(f"{qid}: undeliverable double bounce discarded ({len(items)} recipient(s))")
             return
-        host = self.cfg.get("myhostname")
-        nqid = new_queue_id()
-        failed = "".join(f"<{res.address}>: {res.dsn} {res.reason}\n" for _, res in bounced)
-        with open(self.store.path("active", env.queue_id), "rb") as f:
+        await self._send_notice(env, path, kind, chosen, env.sender, "")
+
+    async def _send_notice(self, env: qfile.Envelope, path: str, kind: str, items, to: str, sender: str,
+                           postmaster: bool = False) -> None:
+        cfg = self.cfg
+        now = time.time()
+        action = {dsn.FAILURE: "failed", dsn.DELAY: "delayed"}
+        reports = tuple(dsn.RecipientReport(
+            res.address, action.get(kind) or ("relayed" if res.action.startswith("relayed") else "delivered"),
+            res.dsn, res.reason, r.params.get(proto_dsn.ORCPT, ""), res.relay, now) for r, res in items)
+        limit = cfg.get_int("bounce_size_limit")
+        with open(path, "rb") as f:
             f.seek(env.message_offset)
-            original = f.read(min(env.message_size, self.cfg.get_int("bounce_size_limit")))
-        text = (f"From: MAILER-DAEMON@{host} (Mail Delivery System)\n"
-                f"To: <{env.sender}>\n"
-                f"Subject: Undelivered Mail Returned to Sender\n"
-                f"Auto-Submitted: auto-replied\n"
-                f"MIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n\n"
-                f"This is the mail system at host {host}.\n\n"
-                f"I'm sorry to have to inform you that your message could not\n"
-                f"be delivered to one or more recipients.\n\n"
-                f"{failed}\n"
-                f"--- The original message follows (at most bounce_size_limit bytes) ---\n\n").encode()
-        txn = self.cleanup.open(nqid, "", [(env.sender, {})], {"protocol": "local", "origin": "bounce"})
-        txn.write(text + original)
+            # Enough for the headers of any message (header_size_limit) or for the cut body.
+            original = f.read(max(limit, cfg.get_int("header_size_limit")) + 1)
+        notice = dsn.Notice(kind, cfg.get("myhostname"), env.queue_id, env.sender, to, env.arrival, now,
+                            reports, original, "HDRS" if postmaster else env.attrs.get(proto_dsn.RET, ""),
+                            env.attrs.get(proto_dsn.ENVID, ""), limit,
+                            env.arrival + self.lifetime, postmaster_copy=postmaster)
+        nqid = new_queue_id()
+        origin = "2bounce" if postmaster else "bounce"
+        txn = self.cleanup.open(nqid, sender, [(to, {})], {"protocol": "local", "origin": origin})
+        txn.write(dsn.build(notice))
         await txn.commit()
-        maillog.log.info(f"{env.queue_id}: sender non-delivery notification: {nqid}")
+        what = {dsn.FAILURE: "non-delivery", dsn.DELAY: "delay", dsn.SUCCESS: "delivery status"}[kind]
+        maillog.log.info(f"{env.queue_id}: {'postmaster' if postmaster else 'sender'} {what} notification: {nqid}")
+
+    async def warn_delay(self, env: qfile.Envelope, path: str, now: float, deferred) -> None:
+        """Once per message, when it has waited delay_warning_time (0: never): a delay
+        notice. bounce/<id> marks it sent; it goes with the message (store.remove)."""
+        limit = self.cfg.get_duration("delay_warning_time")
+        if limit <= 0 or now - env.arrival < limit:
+            return
+        marker = self.store.path("bounce", env.queue_id)
+        if os.path.exists(marker):
+            return
+        await self.notify_sender(env, path, dsn.DELAY, deferred)
+        try:
+            with open(marker, "w") as f:
+                f.write(f"delay warning sent {now:.0f}\n")
+        except OSError as e:
+            maillog.log.warning(f"{env.queue_id}: cannot record the delay warning: {e}")
 
     # -- the service ------------------------------------------------------------------------
 
@@ -315,6 +387,15 @@ class Qmgr:
             self.scan_deferred(force=False)
         elif is_queue_id(word):
             self.take(word, "incoming")
+
+
+def dsn_params(r: qfile.Recipient, env: qfile.Envelope) -> dict[str, str]:
+    """What the smtp agent passes on as NOTIFY/ORCPT: the recipient's own values,
+    or the envelope-wide NOTIFY of sendmail -N."""
+    out = {k: v for k in (proto_dsn.NOTIFY, proto_dsn.ORCPT) if (v := r.params.get(k))}
+    if proto_dsn.NOTIFY not in out and (n := env.attrs.get(proto_dsn.NOTIFY)):
+        out[proto_dsn.NOTIFY] = n
+    return out
 
 
 async def serve(ctx) -> None:

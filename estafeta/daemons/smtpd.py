@@ -24,9 +24,10 @@ from ..core import maillog
 from ..core.maillog import esc
 from ..core.queueid import new_queue_id
 from ..core.resolve import DEFAULT, LOCAL, VIRTUAL, Resolver
+from ..proto import dsn
 from ..proto import events as ev
 from ..proto import replies as R
-from ..proto.smtp_server import ServerConnection
+from ..proto.smtp_server import DEFAULT_MAIL_PARAMS, ServerConnection
 from ..tables import TableList, TableTempError
 from .cleanup import Cleanup
 
@@ -58,7 +59,7 @@ class SmtpdConfig:
         self.resolver = Resolver(cfg)
         self.virtual_maps = TableList(cfg.get("virtual_mailbox_maps"))
         self.cleanup = Cleanup(cfg, store)
-        self.ehlo = R.ehlo_reply(self.hostname, self.size_limit)
+        self.ehlo = R.ehlo_reply(self.hostname, self.size_limit, ("DSN",))     # RFC 3461
         self.helo = R.helo_reply(self.hostname)
         self.sessions = 0
         self.max_sessions = 0
@@ -76,18 +77,21 @@ class SmtpdConfig:
 class Session(asyncio.Protocol):
     __slots__ = ("sc", "conn", "transport", "client", "addr", "trusted", "helo", "proto", "qid",
                  "sender", "rcpts", "txn", "busy", "out", "counts", "last", "timer", "write_error",
-                 "closed")
+                 "closed", "dsn")
 
     def __init__(self, sc: SmtpdConfig) -> None:
         self.sc = sc
         self.conn = ServerConnection(sc.hostname, max_line=sc.line_limit,
-                                     message_size_limit=sc.size_limit, max_errors=sc.hard_errors)
+                                     message_size_limit=sc.size_limit, max_errors=sc.hard_errors,
+                                     mail_params=DEFAULT_MAIL_PARAMS | dsn.MAIL_PARAMS,
+                                     rcpt_params=dsn.RCPT_PARAMS)
         self.transport: asyncio.Transport | None = None
         self.helo = ""
         self.proto = "SMTP"
         self.qid = ""
         self.sender = ""
         self.rcpts: list[tuple[str, dict[str, str]]] = []
+        self.dsn: dict[str, str] = {}      # RET/ENVID of this transaction (envelope attributes)
         self.txn = None
         self.busy = False
         self.out: list[bytes] = []
@@ -213,6 +217,7 @@ class Session(asyncio.Protocol):
     def on_mail(self, e: ev.MailFrom) -> R.Reply:
         self.reset()
         self.sender = e.address
+        self.dsn = dsn.mail_attrs(e.params)
         return R.SENDER_OK
 
     def on_rcpt(self, e: ev.RcptTo) -> R.Reply:
@@ -231,7 +236,7 @@ class Session(asyncio.Protocol):
         if not self.qid:
             self.qid = new_queue_id()
             maillog.log.info(f"{self.qid}: client={self.client}")
-        self.rcpts.append((rcpt, {}))
+        self.rcpts.append((rcpt, dsn.rcpt_params(e.params)))
         return R.RECIPIENT_OK
 
     def check_recipient(self, rcpt: str) -> R.Reply | None:
@@ -259,7 +264,7 @@ class Session(asyncio.Protocol):
 
     def on_data_command(self, e) -> R.Reply:
         attrs = {"client_name": self.client.split("[")[0], "client_address": self.addr,
-                 "helo_name": self.helo, "protocol": self.proto}
+                 "helo_name": self.helo, "protocol": self.proto, **self.dsn}
         try:
             self.txn = self.sc.cleanup.open(self.qid, self.sender, self.rcpts, attrs)
         except (OSError, ValueError) as err:
@@ -313,6 +318,7 @@ class Session(asyncio.Protocol):
         self.qid = ""
         self.sender = ""
         self.rcpts = []
+        self.dsn = {}
 
     def on_noop(self, e) -> R.Reply:
         return R.OK

@@ -20,6 +20,7 @@ class RecipientRequest:
     address: str
     original: str = ""
     offset: int = -1          # status byte in the queue file (qmgr's bookkeeping)
+    params: dict[str, str] = field(default_factory=dict)   # dsn_notify, dsn_orcpt (proto/dsn.py)
 
 
 @dataclass(slots=True)
@@ -54,6 +55,10 @@ class RecipientResult:
     dsn: str                  # "2.0.0", "4.3.0", "5.1.1"
     reason: str               # "delivered to maildir", remote reply, ...
     relay: str = ""
+    # For SENT: "" delivered here; "relayed" handed to a server without DSN (the
+    # success notice says relayed); "relayed-dsn" handed on with NOTIFY to a server
+    # offering DSN: notices are its job from then on (RFC 3461 5.2.2).
+    action: str = ""
 
 
 def results_to_json(results: list[RecipientResult]) -> bytes:

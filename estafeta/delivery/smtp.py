@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from ..core import maillog
 from ..core.maillog import esc
 from ..io.dns import DnsPermError, DnsTempError, NullMX, Resolver
+from ..proto import dsn
 from ..proto import smtp_client as C
 from ..proto.replies import Reply
 from . import base
@@ -468,8 +469,8 @@ class SmtpAgent:
         try:
             mail = C.mail_from(req.sender, size=size if ext.size is not None else None,
                                body="8BITMIME" if eight and ext.eightbitmime else "",
-                               smtputf8=needs_utf8)
-            rcpts = [C.rcpt_to(a) for a in addrs]
+                               smtputf8=needs_utf8, extra=dsn_mail_params(req) if ext.dsn else ())
+            rcpts = [C.rcpt_to(a, dsn_rcpt_params(rr) if ext.dsn else ()) for a, rr in zip(addrs, req.recipients)]
         except ValueError as e:
             self.cache.put(key, s)
             return everyone(base.BOUNCED, "5.1.3", f"bad address syntax: {e}")
@@ -529,13 +530,45 @@ class SmtpAgent:
             return self._fill(results, addrs, e.dsn, e.reason, s.relay)
         s.messages += 1
         self.cache.put(key, s)
-        return [x for x in results if x is not None]
+        # Who reports success from here on (RFC 3461 5.2.2, 5.2.3): the next hop when
+        # it offers DSN, else we, saying "relayed"; an LMTP server delivers.
+        action = "relayed-dsn" if ext.dsn else "" if self.lmtp else "relayed"
+        return [base.RecipientResult(x.address, x.status, x.dsn, x.reason, x.relay, action)
+                if x.status == base.SENT else x for x in results if x is not None]
 
     @staticmethod
     def _fill(results: list[base.RecipientResult | None], addrs: list[str], dsn: str, reason: str,
               relay: str, status: str = base.DEFERRED) -> list[base.RecipientResult]:
         return [r if r is not None else base.RecipientResult(a, status, dsn, reason, relay)
                 for r, a in zip(results, addrs)]
+
+
+def dsn_mail_params(req: base.DeliveryRequest) -> tuple[str, ...]:
+    """RET and ENVID to pass on (RFC 3461 4.3, 4.4), re-encoded as xtext."""
+    out = []
+    if (ret := req.attrs.get(dsn.RET, "").upper()) in ("FULL", "HDRS"):
+        out.append(f"RET={ret}")
+    if envid := req.attrs.get(dsn.ENVID):
+        out.append(f"ENVID={dsn.encode_xtext(envid)}")
+    return tuple(out)
+
+
+def dsn_rcpt_params(rr: base.RecipientRequest) -> tuple[str, ...]:
+    """NOTIFY and ORCPT to pass on (RFC 3461 4.1, 4.2). Without a stored ORCPT the
+    recipient as it entered this system is the original one."""
+    out = []
+    try:
+        if notify := rr.params.get(dsn.NOTIFY):
+            out.append(f"NOTIFY={dsn.parse_notify(notify)}")
+    except dsn.DsnSyntaxError:
+        pass         # sendmail -N is not checked at submission: pass nothing on
+    atype, _, orcpt = rr.params.get(dsn.ORCPT, "").partition(";")
+    if not orcpt:
+        atype, orcpt = "rfc822", rr.original or rr.address
+    value = f"{atype};{dsn.encode_xtext(orcpt)}"
+    if orcpt.isascii() and len(value) <= dsn.ORCPT_MAX:
+        out.append(f"ORCPT={value}")
+    return tuple(out)
 
 
 class _Final(Exception):

@@ -121,6 +121,11 @@ BAD_PARAM_SYNTAX = Reply(501, "5.5.4", "Error: bad parameter syntax")
 BAD_PARAM = Reply(555, "5.5.4", "Unsupported option")           # RFC 5321 4.1.1.11
 BAD_SIZE_SYNTAX = Reply(501, "5.5.4", "Bad message size syntax")   # RFC 1870 6
 BAD_BODY = Reply(501, "5.5.4", "Bad BODY keyword syntax")         # RFC 6152 2
+# RFC 3461 4: malformed DSN parameters.
+BAD_RET = Reply(501, "5.5.4", "Bad RET parameter syntax")
+BAD_ENVID = Reply(501, "5.5.4", "Bad ENVID parameter syntax")
+BAD_NOTIFY = Reply(501, "5.5.4", "Bad NOTIFY parameter syntax")
+BAD_ORCPT = Reply(501, "5.5.4", "Bad ORCPT parameter syntax")
 # RFC 6531 3.5: a non-ASCII address needs the SMTPUTF8 parameter on MAIL.
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+from estafeta.proto import dsn
 from estafeta.proto import replies as R
 from estafeta.proto.address import AddressError, parse_mail_from, parse_rcpt_to
 from estafeta.proto.events import (
@@ -40,7 +41,8 @@ __all__ = ["ServerConnection", "ehlo_reply", "MAX_COMMAND_LINE", "DEFAULT_MAIL_P
 # Extensions that need more (AUTH, RFC 4954 4) will raise this per command.
 MAX_COMMAND_LINE = 512
 # MAIL parameters the codec understands itself; the driver adds others
-# (RET, ENVID, AUTH...) through mail_params= when it announces them.
+# (RET, ENVID, AUTH...) through mail_params= when it announces them. The DSN ones
+# (RFC 3461) are checked here when accepted: see dsn.py.
 DEFAULT_MAIL_PARAMS = frozenset({"SIZE", "BODY", "SMTPUTF8"})
 _BODY_TYPES = frozenset({"7BIT", "8BITMIME"})          # RFC 6152 2
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")      # TAB tolerated, like Postfix
@@ -249,6 +251,8 @@ class ServerConnection:
                 return R.BAD_BODY
             elif key == "SMTPUTF8" and value is not None:
                 return R.BAD_PARAM_SYNTAX
+            elif (bad := dsn.check_mail_param(key, value)) is not None:     # RET, ENVID
+                return bad
         return MailFrom(address, params)
 
     def _rcpt(self, arg: str) -> Event | Reply:
@@ -261,6 +265,9 @@ class ServerConnection:
             return e.reply
         if any(key not in self.rcpt_params for key in params):
             return R.BAD_PARAM
+        for key, value in params.items():
+            if (bad := dsn.check_rcpt_param(key, value)) is not None:      # NOTIFY, ORCPT
+                return bad
         return RcptTo(address, params)
 
     def _data(self, arg: str) -> Event | Reply:

@@ -30,7 +30,8 @@ from estafeta.proto.events import (
     MessageData, Noop, Quit, RcptTo, Rset, Vrfy,
 )
 from estafeta.proto.replies import Reply
-from estafeta.proto.smtp_server import ServerConnection
+from estafeta.proto import dsn
+from estafeta.proto.smtp_server import DEFAULT_MAIL_PARAMS, ServerConnection
 
 HOSTNAME = "mx.test"
 
@@ -46,8 +47,9 @@ class DialogPeer(Protocol):
 class AcceptAllDriver:
     """Says yes to everything; answers end of data with queued("TESTID")."""
 
-    def __init__(self, conn: ServerConnection) -> None:
+    def __init__(self, conn: ServerConnection, ehlo_extra: tuple[str, ...] = ()) -> None:
         self.conn = conn
+        self.ehlo_extra = ehlo_extra
         self.messages: list[bytes] = []
         self._current: list[bytes] = []
 
@@ -66,7 +68,7 @@ class AcceptAllDriver:
         if isinstance(ev, Helo):
             return R.helo_reply(self.conn.hostname)
         if isinstance(ev, (Ehlo, Lhlo)):
-            return self.conn.ehlo_reply()
+            return self.conn.ehlo_reply(self.ehlo_extra)
         simple: dict[type, Reply] = {
             MailFrom: R.SENDER_OK, RcptTo: R.RECIPIENT_OK, Data: R.START_DATA,
             Rset: R.RSET, Noop: R.NOOP, Quit: R.BYE, Vrfy: R.VRFY_REPLY, Help: R.HELP,
@@ -78,8 +80,13 @@ class InMemoryPeer:
     """A ServerConnection and an AcceptAllDriver, fed one receive_data per send()."""
 
     def __init__(self, **options: Any) -> None:
+        extra: tuple[str, ...] = ()
+        if options.pop("dsn", 0):       # "@dsn = 1": offer and accept RFC 3461 DSN, as smtpd does
+            extra = ("DSN",)
+            options["mail_params"] = DEFAULT_MAIL_PARAMS | dsn.MAIL_PARAMS
+            options["rcpt_params"] = dsn.RCPT_PARAMS
         self.conn = ServerConnection(options.pop("hostname", HOSTNAME), **options)
-        self.driver = AcceptAllDriver(self.conn)
+        self.driver = AcceptAllDriver(self.conn, extra)
         self.events: list[Event] = []
         self._out = bytearray(self.conn.greeting())
         self._lines: deque[str] = deque()
