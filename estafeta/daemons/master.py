@@ -56,6 +56,12 @@ class Service:
 def load_config(config_dir: str) -> tuple[MainConfig, list[ServiceEntry]]:
     cfg = MainConfig.load(os.path.join(config_dir, "main.cf"))
     check(cfg)
+    from ..queue.scheduler import sort_key_fields
+    try:
+        sort_key_fields(cfg.get("queue_sort_order"))
+    except ValueError as e:
+        where = cfg.setting("queue_sort_order")
+        raise ConfigError(where.path if where else "main.cf", where.line if where else 0, str(e)) from None
     path = os.path.join(config_dir, "master.cf")
     entries = load_master_cf(path, default_process_limit=cfg.get_int("default_process_limit"))
     check_services(entries, path)

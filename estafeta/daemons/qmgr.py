@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 
 from ..core import dsn, maillog
-from ..core.queueid import is_queue_id, new_queue_id
+from ..core.queueid import is_queue_id, new_queue_id, queue_id_time
 from ..core.resolve import Resolver
 from ..delivery import base
 from ..proto import dsn as proto_dsn
@@ -77,6 +77,7 @@ class Qmgr:
         self.lifetime = cfg.get_duration("maximal_queue_lifetime")
         self.run_delay = cfg.get_duration("queue_run_delay")
         self.process_limit = cfg.get_int("default_process_limit")
+        self.sort_order = scheduler.sort_key_fields(cfg.get("queue_sort_order"))
         self.dest_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
         self.active_sem = asyncio.Semaphore(cfg.get_int("qmgr_message_active_limit"))
         self.in_flight: set[str] = set()
@@ -121,14 +122,29 @@ class Qmgr:
             self.take(qid, "incoming")
 
     def scan_deferred(self, force: bool) -> None:
+        """Take the due deferred mail, in queue_sort_order (Sendmail's QUEUE_SORT_ORDER:
+        priority, host, filename, time, modification, random; seed 8.2.4)."""
         now = time.time()
+        order = self.sort_order
+        items = []
         for qid in self.store.list("deferred"):
+            path = self.store.path("deferred", qid)
             try:
-                due = os.stat(self.store.path("deferred", qid)).st_mtime
+                st = os.stat(path)
             except FileNotFoundError:
                 continue
-            if force or due <= now:
-                self.take(qid, "deferred")
+            if force or st.st_mtime <= now:
+                host = self._first_domain(path, qid) if order == "host" else ""
+                items.append((qid, st.st_size, host, queue_id_time(qid), st.st_mtime))
+        for qid in scheduler.queue_order(items, order):
+            self.take(qid, "deferred")
+
+    def _first_domain(self, path: str, qid: str) -> str:
+        try:
+            pending = qfile.read_envelope(path, qid).pending()
+        except (OSError, qfile.CorruptQueueFile, ValueError):
+            return ""
+        return pending[0].address.rpartition("@")[2] if pending else ""
 
     # -- one message ------------------------------------------------------------------
 
