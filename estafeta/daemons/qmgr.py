@@ -75,6 +75,8 @@ class Qmgr:
         self.min_backoff = cfg.get_duration("minimal_backoff_time")
         self.max_backoff = cfg.get_duration("maximal_backoff_time")
         self.lifetime = cfg.get_duration("maximal_queue_lifetime")
+        # Notices from the null sender give up sooner (Postfix bounce_queue_lifetime).
+        self.bounce_lifetime = min(cfg.get_duration("bounce_queue_lifetime"), self.lifetime)
         self.run_delay = cfg.get_duration("queue_run_delay")
         self.process_limit = cfg.get_int("default_process_limit")
         self.sort_order = scheduler.sort_key_fields(cfg.get("queue_sort_order"))
@@ -192,6 +194,9 @@ class Qmgr:
                 results.append((by_offset[rr.offset], result))
         await self.finish(env, path, results)
 
+    def lifetime_of(self, env: qfile.Envelope) -> float:
+        return self.bounce_lifetime if env.sender == "" else self.lifetime
+
     def limit(self, transport: str, kind: str) -> int:
         """<transport>_destination_<kind>_limit, else default_destination_<kind>_limit."""
         raw = self.cfg.raw(f"{transport}_destination_{kind}_limit")
@@ -248,7 +253,7 @@ class Qmgr:
             deferred += [(r, base.RecipientResult(res.address, base.DEFERRED, res.dsn.replace("5.", "4.", 1),
                                                   res.reason, res.relay)) for r, res in bounced]
             bounced = []
-        if deferred and not soft_bounce and scheduler.expired(now, env.arrival, self.lifetime):
+        if deferred and not soft_bounce and scheduler.expired(now, env.arrival, self.lifetime_of(env)):
             maillog.log.info(f"{qid}: from=<{env.sender}>, status=expired, returned to sender")
             bounced += [(r, base.RecipientResult(res.address, base.BOUNCED, res.dsn.replace("4.", "5.", 1),
                                                  f"message expired: {res.reason}", res.relay)) for r, res in deferred]
@@ -328,7 +333,7 @@ class Qmgr:
         notice = dsn.Notice(kind, cfg.get("myhostname"), env.queue_id, env.sender, to, env.arrival, now,
                             reports, original, "HDRS" if postmaster else env.attrs.get(proto_dsn.RET, ""),
                             env.attrs.get(proto_dsn.ENVID, ""), limit,
-                            env.arrival + self.lifetime, postmaster_copy=postmaster)
+                            env.arrival + self.lifetime_of(env), postmaster_copy=postmaster)
         nqid = new_queue_id()
         origin = "2bounce" if postmaster else "bounce"
         txn = self.cleanup.open(nqid, sender, [(to, {})], {"protocol": "local", "origin": origin})

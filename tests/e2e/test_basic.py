@@ -226,3 +226,14 @@ def test_privileges_as_root(instance):
                 pytest.fail(f"{cmd} pid {pid} runs as uid {instance.uid_of(pid)}, want {owner}")
     st = os.stat(os.path.join(instance.queue_dir, "incoming"))
     assert st.st_uid == owner and st.st_mode & 0o077 == 0
+
+
+def test_null_sender_mail_expires_after_bounce_queue_lifetime(instance_factory):
+    # maximal_queue_lifetime is long; bounce_queue_lifetime = 0 gives mail from <>
+    # (notices) a single attempt: it is dropped (no notice to the null sender).
+    inst = instance_factory(main={"maximal_queue_lifetime": "5d", "bounce_queue_lifetime": "0",
+                                  "default_transport": "nosuch"})
+    send(inst, ["far@remote.example"], sender="")
+    send(inst, ["far2@remote.example"], sender="alice@example.org")
+    wait_for(lambda: "from=<>, status=expired" in inst.log(), what="null-sender expiry")
+    wait_for(lambda: inst.queue_count("deferred") == 1, what="the other message still deferred")
