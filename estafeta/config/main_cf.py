@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import NoReturn
 
 from estafeta.core.errors import ConfigError
 
-from .params import PARAMS, Bool, Duration, Int, List, ParamType, Size, split_list
+from .params import PARAMS, Bool, Duration, Int, List, ParamType, Size
 
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -433,24 +432,6 @@ def _format_setting(name: str, value: str) -> str:
 
 
 def atomic_write(path: str, text: str, mode: int | None = None) -> None:
-    """Write text to path via a temp file in the same directory, fsync'd."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", dir=directory)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode if mode is not None else 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Write text to path through the one atomic-write helper (core/atomic.py)."""
+    from ..core.atomic import atomic_write as _atomic_write
+    _atomic_write(path, text.encode("utf-8", "surrogateescape"), mode=mode if mode is not None else 0o644)

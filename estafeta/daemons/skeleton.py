@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import cProfile
 import ctypes
-import grp
 import os
 import pwd
 import signal
@@ -122,8 +121,6 @@ def main(argv: list[str] | None = None) -> None:
     module = _command_module(a.command)
     install_loop()
     import concurrent.futures.thread  # noqa: F401  (asyncio.to_thread's pool)
-    if os.environ.get("ESTAFETA_PROFILE_DIR"):
-        import cProfile  # noqa: F401
     ids = mail_owner_ids(cfg)
     if ids is not None and a.unpriv != "n":
         drop_privileges(ids, cfg.get("mail_owner"))

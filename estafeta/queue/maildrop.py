@@ -27,7 +27,7 @@ import stat
 import time
 
 from . import qfile
-from .store import fsync_dir
+from ..core.atomic import atomic_write
 
 _NAME = re.compile(r"[0-9a-f]{32}\Z")
 FILE_MODE = 0o640
@@ -56,31 +56,8 @@ def submit(maildrop_dir: str, sender: str, recipients: list[str], attrs: dict[st
     """
     name = secrets.token_hex(16)
     envelope = qfile.encode_envelope(time.time(), sender, [(r, {}) for r in recipients], attrs)
-    tmp = os.path.join(maildrop_dir, "." + name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
-    try:
-        os.fchmod(fd, FILE_MODE)    # a umask of 077 would hide the file from pickup
-        view = memoryview(envelope + message)
-        while view:
-            view = view[os.write(fd, view):]
-        if sync:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, os.path.join(maildrop_dir, name))
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    if sync:
-        try:
-            fsync_dir(maildrop_dir)
-        except OSError:
-            pass
+    atomic_write(os.path.join(maildrop_dir, name), envelope + message, mode=FILE_MODE, sync=sync,
+                 tmp_name="." + name, dir_sync_optional=True)
     return name
 
 

@@ -24,6 +24,8 @@ import asyncio
 import os
 import threading
 
+from ..core.atomic import atomic_write as _atomic_write
+from ..core.atomic import fsync_dir
 from ..core.queueid import is_queue_id
 from . import qfile
 
@@ -32,39 +34,9 @@ AUX = ("defer", "bounce", "private", "pid", "public")
 SHARED_MODES = {"maildrop": 0o3733, "public": 0o711}
 
 
-def fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(directory: str, name: str, data: bytes, mode: int = 0o600, sync: bool = True) -> str:
-    """Write `data` as directory/name: temp name, fsync, rename, fsync directory."""
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}.tmp")
-    final = os.path.join(directory, name)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        if sync:
-            os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.rename(tmp, final)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    if sync:
-        fsync_dir(directory)
-    return final
+    """Write `data` as directory/name through the one atomic-write helper."""
+    return _atomic_write(os.path.join(directory, name), data, mode=mode, sync=sync)
 
 
 class DirSyncer:

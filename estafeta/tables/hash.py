@@ -28,9 +28,9 @@ import hashlib
 import mmap
 import os
 import struct
-import tempfile
 from collections.abc import Iterable
 
+from ..core.atomic import atomic_write
 from ..core.errors import ConfigError
 from . import TableTempError
 
@@ -75,33 +75,8 @@ def build_image(pairs: Iterable[tuple[str, str]]) -> bytes:
 
 
 def write_atomic(path: str, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
-    """Replace `path` with `data`: temp file in the same directory, fsync, rename, dir fsync."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=directory)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fchmod(fd, mode)
-        if owner is not None:
-            os.fchown(fd, *owner)
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.rename(tmp, path)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    """Replace `path` with `data` through the one atomic-write helper (core/atomic.py)."""
+    atomic_write(path, data, mode=mode, owner=owner)
 
 
 def build(path: str, pairs: Iterable[tuple[str, str]]) -> int:
