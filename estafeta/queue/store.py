@@ -93,12 +93,18 @@ class DirSyncer:
 class QueueFileWriter:
     """Streams one new queue file into a queue directory (cleanup's side).
 
-    write_envelope(), write() message chunks, then commit() in a thread (fsync +
-    rename), then the caller shares a directory fsync through DirSyncer. abort()
-    removes the temporary file. Never visible under its id before commit().
+    write() message chunks, then commit() in a thread (open if still needed, write,
+    fsync, rename), then the caller shares a directory fsync through DirSyncer.
+    abort() removes the temporary file. Never visible under its id before commit().
+
+    The file is opened lazily: a message under SPILL bytes stays in memory until
+    commit(), so every disk operation of a typical message happens in the commit
+    thread, none on the event loop (an open() in a busy queue directory can take a
+    millisecond: it waits for the directory's lock behind renames and fsyncs).
+    A bigger message spills to the temporary file as it arrives.
     """
 
-    BUF = 256 * 1024
+    SPILL = 1 << 20
 
     def __init__(self, directory: str, queue_id: str, sync: bool = True) -> None:
         self.directory = directory
@@ -106,14 +112,21 @@ class QueueFileWriter:
         self.sync = sync
         self.tmp = os.path.join(directory, "." + queue_id)
         self.final = os.path.join(directory, queue_id)
-        self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.fd = -1
+        self.opened = False
         self.buf = bytearray()
         self.size = 0
+
+    def _open(self) -> None:
+        if self.fd < 0:
+            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self.opened = True
 
     def write(self, data: bytes) -> None:
         self.buf += data
         self.size += len(data)
-        if len(self.buf) >= self.BUF:
+        if len(self.buf) >= self.SPILL:
+            self._open()
             self._flush()
 
     def _flush(self) -> None:
@@ -126,6 +139,7 @@ class QueueFileWriter:
 
     def commit(self) -> None:
         """Make the file durable and give it its final name (blocking: run in a thread)."""
+        self._open()
         self._flush()
         if self.sync:
             os.fsync(self.fd)
@@ -137,10 +151,12 @@ class QueueFileWriter:
         if self.fd >= 0:
             os.close(self.fd)
             self.fd = -1
-        try:
-            os.unlink(self.tmp)
-        except FileNotFoundError:
-            pass
+        self.buf = bytearray()
+        if self.opened:
+            try:
+                os.unlink(self.tmp)
+            except FileNotFoundError:
+                pass
 
 
 class QueueStore:

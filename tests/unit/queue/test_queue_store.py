@@ -69,7 +69,7 @@ def test_writer_is_invisible_until_commit(qs: QueueStore) -> None:
     w = QueueFileWriter(incoming, qid, sync=False)
     assert os.path.basename(w.tmp).startswith("."), f"got temp name {w.tmp}, want a leading '.'"
     w.write(b"EQF 1\n")
-    w.write(b"x" * (QueueFileWriter.BUF + 10))     # forces a flush to the temp file
+    w.write(b"x" * (QueueFileWriter.SPILL + 10))     # forces a flush to the temp file
     assert os.path.exists(w.tmp)
     assert qs.list("incoming") == [], f"got {qs.list('incoming')}, want []"
     assert qs.unfinished("incoming") == ["." + qid]
@@ -78,7 +78,7 @@ def test_writer_is_invisible_until_commit(qs: QueueStore) -> None:
     assert qs.unfinished("incoming") == []
     with open(qs.path("incoming", qid), "rb") as f:
         got = f.read()
-    want = b"EQF 1\n" + b"x" * (QueueFileWriter.BUF + 10)
+    want = b"EQF 1\n" + b"x" * (QueueFileWriter.SPILL + 10)
     assert got == want
     assert w.size == len(want), f"got size {w.size}, want {len(want)}"
 
@@ -101,10 +101,17 @@ def test_writer_abort_removes_temp(qs: QueueStore) -> None:
 
 
 def test_writer_refuses_existing_temp(qs: QueueStore) -> None:
+    # O_EXCL on the temporary name: a second writer for the same id fails at commit
+    # (when it first opens the file), and the first writer's file is left alone.
     qid = new_queue_id()
-    QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    first = QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    first.write(b"x" * QueueFileWriter.SPILL)       # spills: the temp file exists
+    second = QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    second.write(b"y")
     with pytest.raises(FileExistsError):
-        QueueFileWriter(qs.path("incoming"), qid, sync=False)
+        second.commit()
+    second.abort()
+    assert os.path.exists(first.tmp), "the failed writer removed another writer's file"
 
 
 # --- QueueStore -------------------------------------------------------------------
@@ -284,3 +291,12 @@ def test_fsync_error_reaches_callers_and_syncer_recovers(fake: FakeFsync, tmp_pa
 
     asyncio.run(main())
     assert fake.started == 3
+
+
+def test_writer_small_message_touches_disk_only_at_commit(qs: QueueStore) -> None:
+    qid = new_queue_id()
+    w = QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    w.write(b"EQF 1\nsmall")
+    assert not os.path.exists(w.tmp), "a small message must not be opened before commit"
+    w.abort()
+    assert qs.unfinished("incoming") == [] and qs.list("incoming") == []
