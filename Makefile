@@ -4,7 +4,7 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 INSTANCE ?= $(CURDIR)/var/instance
 
-.PHONY: install run test test-unit bench clean
+.PHONY: install run test test-unit torture bench clean
 
 $(BIN)/estafeta: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -26,8 +26,22 @@ run: install
 test: install
 	$(BIN)/pytest -q -rs
 
+# Crash, fault and hostile-input torture at a larger scale (the short version, scale 1,
+# runs inside `make test`). TORTURE_SCALE=N: 60*N s of kill -9 load, 150*N examples per
+# fuzz test; TORTURE_SECONDS overrides the load time. Prints one table at the end.
+TORTURE_SCALE ?= 5
+torture: install
+	TORTURE_SCALE=$(TORTURE_SCALE) $(BIN)/pytest -q -rs -s -p no:randomly --timeout=0 tests/torture
+
 test-unit: install
 	$(BIN)/pytest -q tests/unit tests/dialogs
+
+# Side by side with a private Postfix (needs root and Debian's postfix package for
+# smtp-source/smtp-sink). BENCH_QUICK=1: smoke run under 2 minutes. BENCH_ARGS: see
+# bench/bench.py --help. Results in bench/results/, the plot in docs/perf-scaling.png.
+bench: install
+	@$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
