@@ -2,8 +2,11 @@
 
 Given a recipient address, say which class its domain belongs to and which
 transport:nexthop takes it, in Postfix's order: local (mydestination, and the
-machine's own address literals), virtual alias (later), virtual mailbox, relay,
-default. virtual_alias_maps and the rest arrive with the tables issue.
+machine's own address literals), virtual alias (virtual_alias_domains: every
+address there must have been rewritten by virtual_alias_maps in cleanup; one that
+reaches routing is unknown, 5.1.1), virtual mailbox, relay, default.
+relocated_maps (relocated(5)) comes first: a listed recipient is routed to the
+error agent with "5.1.6 User has moved to NEW" (smtpd refuses it at RCPT already).
 
 transport_maps (transport(5)) overrides the class rules. Keys, in order: the
 address (user+ext@domain, then user@domain when recipient_delimiter is set), the
@@ -20,9 +23,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .errors import ConfigError
 from ..tables import TableList, TableTempError, open_table, split_table_list
+from ..tables.lookup import first_match, rewrite_keys
 
 LOCAL, VIRTUAL, RELAY, DEFAULT = "local", "virtual", "relay", "default"
+ALIAS = "alias"         # virtual_alias_domains
 
 
 class DomainList:
@@ -33,7 +39,11 @@ class DomainList:
         self.tables = []
         self.subdomains = subdomains
         for item in split_table_list(value):
-            if item.startswith("/") and os.path.isfile(item):
+            if item.startswith("/"):
+                # Sendmail's local-host-names works as such a file (seed 5.3.2). As in
+                # Postfix, a file that cannot be read is an error, never a domain name.
+                if not os.path.isfile(item):
+                    raise ConfigError(item, 0, "cannot read domain list file")
                 with open(item, encoding="utf-8") as f:
                     for line in f:
                         line = line.split("#", 1)[0].strip()
@@ -87,6 +97,9 @@ class Resolver:
         self.myhostname = cfg.get("myhostname").lower()
         self.mydestination = DomainList(cfg.get("mydestination"))
         self.virtual_mailbox_domains = DomainList(cfg.get("virtual_mailbox_domains"))
+        self.virtual_alias_domains = DomainList(cfg.get("virtual_alias_domains"))
+        self.relocated_maps = TableList(cfg.get("relocated_maps"))
+        self.myorigin = cfg.get("myorigin").lower()
         self.relay_domains = DomainList(cfg.get("relay_domains"), subdomains=True)
         self.local_transport = cfg.get("local_transport")
         self.virtual_transport = cfg.get("virtual_transport")
@@ -103,6 +116,8 @@ class Resolver:
     def address_class(self, domain: str) -> str:
         if not domain or domain in self.mydestination or domain.lower() == self.myhostname:
             return LOCAL
+        if domain in self.virtual_alias_domains:
+            return ALIAS
         if domain in self.virtual_mailbox_domains:
             return VIRTUAL
         if domain in self.relay_domains:
@@ -112,6 +127,15 @@ class Resolver:
     def resolve(self, address: str) -> Route:
         domain = address.rpartition("@")[2] if "@" in address else ""
         cls = self.address_class(domain)
+        if self.relocated_maps:
+            try:
+                moved = self.relocated(address)
+            except TableTempError as e:
+                return Route(cls, "retry", f"4.3.0 relocated_maps lookup failure: {e}")
+            if moved is not None:
+                return Route(cls, "error", f"5.1.6 User has moved to {moved}")
+        if cls == ALIAS:
+            return Route(cls, "error", "5.1.1 User unknown in virtual alias table")
         if cls == LOCAL:
             t, nh = _split_transport(self.local_transport, domain or self.myhostname)
         elif cls == VIRTUAL:
@@ -157,6 +181,16 @@ class Resolver:
             if v is not None:
                 return v
         return None
+
+    def relocated(self, address: str) -> str | None:
+        """relocated(5): the new location of a moved user, or None. Keys user+ext@domain,
+        user@domain, user+ext, user (local domains only), @domain."""
+        if not self.relocated_maps or not address:
+            return None
+        domain = address.rpartition("@")[2] if "@" in address else None
+        local = domain is None or domain.lower() == self.myorigin or self.address_class(domain) == LOCAL
+        hit = first_match(self.relocated_maps.tables, rewrite_keys(address, self.delimiter, local), full=address)
+        return hit[1].strip() if hit is not None else None
 
     def is_known_local(self, address: str) -> bool | None:
         """For smtpd's reject_unlisted_recipient: None when there is no table to ask."""

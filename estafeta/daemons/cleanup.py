@@ -7,20 +7,42 @@ through QueueFileWriter (temp name, fsync, rename) and a shared directory fsync
 (DirSyncer: group commit across concurrent sessions). Only after `commit()`
 returns may smtpd say 250. Then qmgr is told the new id through its trigger socket;
 if that datagram is lost, qmgr's periodic incoming scan still finds the file.
-Rewriting through canonical/virtual tables and header_checks arrive with the
-tables issue and hook in at `_headers_done`.
+Rewriting (core/rewrite.py): the envelope at open (canonical, masquerading,
+virtual alias expansion), the address headers in `_headers_done` for clients in
+local_header_rewrite_clients. header_checks run on each logical header in
+`_headers_done`, body_checks on body lines in `write`; their decisions (a Verdict,
+core/content_checks.py) are honoured at `commit()`: REJECT and a failed lookup
+raise CleanupRefused (smtpd answers its reply, nothing is queued), DISCARD drops
+the file, HOLD commits it into hold/, REDIRECT/FILTER/BCC rewrite the envelope
+records (rare: the file is rewritten once, in a thread).
 """
 from __future__ import annotations
 
 import asyncio
 import email.utils
+import ipaddress
 import os
 import socket
 import time
 
-from ..core import maillog
+from ..core import content_checks, maillog
+from ..core.errors import TempFail
+from ..core.resolve import LOCAL, Resolver
+from ..core.rewrite import Rewriter
+from ..proto import dsn as proto_dsn
+from ..proto import replies as R
 from ..queue import qfile
-from ..queue.store import DirSyncer, QueueFileWriter, QueueStore
+from ..queue.store import DirSyncer, QueueFileWriter, QueueStore, fsync_dir
+from ..tables import TableList, TableTempError
+
+
+class CleanupRefused(Exception):
+    """The message is not queued; `reply` is what the client hears (5xx: rejected by
+    header/body checks; 4xx: a table could not answer or an alias limit was hit)."""
+
+    def __init__(self, reply: R.Reply) -> None:
+        super().__init__(str(reply))
+        self.reply = reply
 
 
 class QmgrTrigger:
@@ -75,6 +97,40 @@ class Cleanup:
         self.incoming = store.path("incoming")
         self.syncer = DirSyncer(self.incoming, self.sync)
         self.trigger = QmgrTrigger(store)
+        resolver = Resolver(cfg)
+        self.rewriter = Rewriter(cfg, lambda d: resolver.address_class(d) == LOCAL)
+        self.header_checks = TableList(cfg.get("header_checks")).tables
+        self.body_checks = TableList(cfg.get("body_checks")).tables
+        self.body_limit = cfg.get_int("body_checks_size_limit")
+        self.myorigin = cfg.get("myorigin")
+        self.remote_domain = cfg.get("remote_header_rewrite_domain")
+        self.rewrite_clients = [x.lower() for x in cfg.get_list("local_header_rewrite_clients")]
+        self.interfaces = {x.strip("[]") for x in cfg.get_list("inet_interfaces")}
+        self.mynetworks = []
+        for item in cfg.get_list("mynetworks"):
+            try:
+                self.mynetworks.append(ipaddress.ip_network(item.replace("[", "").replace("]", ""), strict=False))
+            except ValueError:
+                pass
+
+    def header_domain(self, attrs: dict[str, str]) -> str | None:
+        """What bare header addresses get, or None: headers are not rewritten
+        (local_header_rewrite_clients, remote_header_rewrite_domain)."""
+        addr = attrs.get("client_address", "")
+        if not addr or "static:all" in self.rewrite_clients:
+            return self.myorigin
+        try:
+            ip = ipaddress.ip_address(addr.split("%", 1)[0])
+        except ValueError:
+            ip = None
+        if ip is not None:
+            if "permit_inet_interfaces" in self.rewrite_clients and (
+                    addr in self.interfaces or (ip.is_loopback and self.interfaces & {"all", "loopback-only"})
+                    or ip.is_loopback and any(i.startswith("127.") or i == "::1" for i in self.interfaces)):
+                return self.myorigin
+            if "permit_mynetworks" in self.rewrite_clients and any(ip in n for n in self.mynetworks):
+                return self.myorigin
+        return self.remote_domain or None
 
     def open(self, queue_id: str, sender: str, recipients: list[tuple[str, dict[str, str]]],
              attrs: dict[str, str], arrival: float | None = None) -> "CleanupTxn":
@@ -86,20 +142,66 @@ class CleanupTxn:
                  recipients: list[tuple[str, dict[str, str]]], attrs: dict[str, str], arrival: float) -> None:
         self.owner = owner
         self.queue_id = queue_id
-        self.sender = sender
-        self.recipients = recipients
         self.attrs = attrs
         self.arrival = arrival
+        self.verdict = content_checks.Verdict()
+        # smtpd's access rules (HOLD, REDIRECT) arrive as attributes; they act here
+        # like the same header_checks actions. FILTER is read by qmgr.
+        if attrs.get("hold"):
+            self.verdict.hold = attrs["hold"]
+        if attrs.get("redirect"):
+            self.verdict.redirect = attrs["redirect"]
+        self.refusal: R.Reply | None = None
+        self.log_to = recipients[0][0] if recipients else ""
+        self.log_from = sender
+        try:
+            sender, recipients = self.rewrite_envelope(sender, recipients)
+        except TempFail as e:       # TableTempError, AliasLimitError: defer, never guess
+            maillog.log.warning(f"{queue_id}: {maillog.esc(e.reason)}")
+            self.refusal = R.Reply(451, "4.3.0", "Error: temporary lookup failure")
+        self.sender = sender
+        self.recipients = recipients
         self.writer = QueueFileWriter(owner.incoming, queue_id, owner.sync)
-        self.writer.write(qfile.encode_envelope(arrival, sender, recipients, attrs))
+        self.envelope = qfile.encode_envelope(arrival, sender, recipients, attrs)
+        self.writer.write(self.envelope)
         self.head: bytearray | None = bytearray()   # buffered until the header ends
         self.size = 0
+        self.partial = b""          # a body line not yet complete (body_checks only)
+        self.checked = 0            # body bytes inspected so far
+
+    def rewrite_envelope(self, sender: str, recipients: list[tuple[str, dict[str, str]]]):
+        rw = self.owner.rewriter
+        sender = rw.envelope_sender(sender)
+        out: list[tuple[str, dict[str, str]]] = []
+        seen: set[str] = set()
+        for addr, params in recipients:
+            for a in rw.envelope_recipient(addr):
+                if a.lower() in seen:
+                    continue            # one copy per address (Postfix drops duplicates)
+                seen.add(a.lower())
+                p = params
+                if a != addr and "o" not in params:
+                    p = {**params, "o": addr}
+                out.append((a, p))
+        return sender, out
+
+    def _log_check(self, action: str, where: str, line: str, text: str) -> None:
+        """Postfix's shape: `QID: reject: header Subject: x from host[ip]; from=<s> to=<r>
+        proto=ESMTP helo=<h>: 5.7.1 text`."""
+        a = self.attrs
+        client = f"{a.get('client_name', 'unknown')}[{a['client_address']}]" if a.get("client_address") else "local"
+        tail = f": {maillog.esc(text)}" if text else ""
+        proto = f" proto={a['protocol']}" if a.get("protocol") else ""
+        helo = f" helo=<{maillog.esc(a['helo_name'])}>" if a.get("helo_name") else ""
+        line = line.replace("\n", " ")
+        maillog.log.info(f"{self.queue_id}: {action}: {where} {maillog.esc(line[:200])} from {client}; "
+                         f"from=<{maillog.esc(self.log_from)}> to=<{maillog.esc(self.log_to)}>{proto}{helo}{tail}")
 
     def write(self, chunk: bytes) -> None:
         """Message content, LF line endings, dot-unstuffed."""
         self.size += len(chunk)
         if self.head is None:
-            self.writer.write(chunk)
+            self._body(chunk)
             return
         self.head += chunk
         end = self.head.find(b"\n\n")
@@ -111,10 +213,97 @@ class CleanupTxn:
         elif len(self.head) > self.owner.header_limit:
             self._headers_done(len(self.head))
 
+    def _body(self, chunk: bytes) -> None:
+        """Body bytes to the file; through body_checks (whole lines) while configured,
+        the message not yet decided and under body_checks_size_limit."""
+        o = self.owner
+        if not o.body_checks or self.verdict.done or self.checked >= o.body_limit:
+            if self.partial:
+                chunk, self.partial = self.partial + chunk, b""
+            if not (self.verdict.reject or self.verdict.discard):
+                self.writer.write(chunk)
+            return
+        data = self.partial + chunk if self.partial else chunk
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            self.partial = data
+            if len(data) > 65536:           # no newline for long: check it as one line
+                self.partial = b""
+                self._check_lines([data], False)
+            return
+        self.partial = data[cut + 1:]
+        self._check_lines(data[:cut].split(b"\n"), True)
+
+    def _check_lines(self, lines: list[bytes], newline: bool) -> None:
+        o = self.owner
+        out = bytearray()
+        nl = b"\n" if newline else b""
+        for line in lines:
+            if self.verdict.done or self.checked >= o.body_limit:
+                out += line + nl
+                continue
+            self.checked += len(line) + 1
+            try:
+                res = content_checks.apply(o.body_checks, line.decode("utf-8", "surrogateescape"), "body",
+                                           self.verdict, self._log_check)
+            except TableTempError as e:
+                self._lookup_failed(e)
+                res = []
+            for r in res:
+                out += r.encode("utf-8", "surrogateescape") + nl
+        if not (self.verdict.reject or self.verdict.discard):
+            self.writer.write(bytes(out))
+
+    def _lookup_failed(self, e: Exception) -> None:
+        maillog.log.warning(f"{self.queue_id}: header/body_checks lookup failed: {maillog.esc(str(e))}")
+        self.refusal = R.Reply(451, "4.3.0", "Error: temporary lookup failure")
+        self.verdict.done = True
+
+    def _inspect_headers(self, head: bytes) -> bytes:
+        """header_checks and address rewriting over the logical headers."""
+        o = self.owner
+        domain = o.header_domain(self.attrs)
+        if not o.header_checks and domain is None:
+            return head
+        logical: list[bytes] = []
+        for line in head.splitlines(keepends=True):
+            if logical and line[:1] in (b" ", b"\t"):
+                logical[-1] += line
+            else:
+                logical.append(line)
+        out = bytearray()
+        for raw in logical:
+            text = raw.decode("utf-8", "surrogateescape")
+            eol = "\n" if text.endswith("\n") else ""
+            items = [(text[:-1] if eol else text, True)]
+            if o.header_checks and not self.verdict.done:
+                try:
+                    res = content_checks.apply(o.header_checks, items[0][0], "header", self.verdict, self._log_check)
+                except TableTempError as e:
+                    self._lookup_failed(e)
+                    res = [items[0][0]]
+                # a PREPENDed line is neither inspected nor rewritten (header_checks(5))
+                items = [(r, i == len(res) - 1) for i, r in enumerate(res)]
+            for value, rewrite in items:
+                if rewrite and domain is not None:
+                    name, colon, rest = value.partition(":")
+                    if colon:
+                        try:
+                            new = o.rewriter.header(name, rest, domain)
+                        except TempFail as e:
+                            self._lookup_failed(e)
+                            new = None
+                        if new is not None:
+                            value = f"{name}:{new}"
+                out += (value + eol).encode("utf-8", "surrogateescape")
+                eol = eol or "\n"
+        return bytes(out)
+
     def _headers_done(self, end: int) -> None:
         head = bytes(self.head[:end])  # type: ignore[index]
         rest = bytes(self.head[end:])  # type: ignore[index]
         self.head = None
+        head = self._inspect_headers(head)
         present = set()
         for line in head.split(b"\n"):
             if line and line[:1] not in b" \t":
@@ -131,7 +320,11 @@ class CleanupTxn:
             w.write(f"Date: {email.utils.formatdate(self.arrival, localtime=True)}\n".encode())
         if b"from" not in present:
             w.write(f"From: <{self.sender or 'MAILER-DAEMON'}>\n".encode("utf-8", "surrogateescape"))
-        w.write(rest)
+        if rest.startswith(b"\n"):
+            w.write(b"\n")             # the empty line ending the header is no body line
+            rest = rest[1:]
+        if rest:
+            self._body(rest)
         maillog.log.info(f"{self.queue_id}: message-id={maillog.esc(mid)}")
 
     def _received(self) -> bytes:
@@ -145,17 +338,78 @@ class CleanupTxn:
         text = f"Received: {frm}by {self.owner.hostname} (estafeta) with {proto} id {self.queue_id}{forr};\n\t{date}\n"
         return text.encode("utf-8", "surrogateescape")
 
-    async def commit(self) -> None:
-        """Durable in incoming/ when this returns; raises OSError otherwise (caller: 451)."""
+    async def commit(self) -> str:
+        """Durable in incoming/ (or hold/) when this returns "queued" (or "held");
+        "discarded": nothing was queued and the client is told 250 all the same.
+        Raises CleanupRefused (REJECT, failed lookup: nothing queued) or OSError
+        (caller: 451)."""
         if self.head is not None:
             self._headers_done(len(self.head))
+        if self.partial:
+            data, self.partial = self.partial, b""
+            if self.owner.body_checks and not self.verdict.done and self.checked < self.owner.body_limit:
+                self._check_lines([data], False)
+            elif not (self.verdict.reject or self.verdict.discard):
+                self.writer.write(data)
+        v = self.verdict
+        if self.refusal is not None or v.reject:
+            self.writer.abort()
+            if self.refusal is None:
+                code = 450 if v.reject.startswith("4") else 550
+                dsn, _, text = v.reject.partition(" ")
+                self.refusal = R.Reply(code, dsn, text)
+            raise CleanupRefused(self.refusal)
+        if v.discard:
+            self.writer.abort()
+            maillog.log.info(f"{self.queue_id}: discarded: {maillog.esc(v.discard)}")
+            return "discarded"
+        hold = self.owner.store.path("hold")
         try:
+            if v.redirect or v.filter or v.bcc:
+                await asyncio.to_thread(self._new_envelope)
+            if v.hold:
+                self.writer.final = os.path.join(hold, self.queue_id)
             await asyncio.to_thread(self.writer.commit)
-            await self.owner.syncer.sync()
+            if v.hold:
+                if self.owner.sync:
+                    await asyncio.to_thread(fsync_dir, hold)
+            else:
+                await self.owner.syncer.sync()
         except BaseException:
             self.writer.abort()
             raise
+        if v.hold:
+            return "held"      # qmgr does not see it until it is released
         self.owner.trigger.send(self.queue_id)
+        return "queued"
+
+    def _new_envelope(self) -> None:
+        """REDIRECT, FILTER, BCC decided after the envelope was written: write the
+        file again with the new records (blocking; rare)."""
+        v = self.verdict
+        rcpts = list(self.recipients)
+        attrs = dict(self.attrs)
+        if v.redirect:
+            rcpts = [(a, {"o": self.recipients[0][0]} if self.recipients else {})
+                     for a in self.owner.rewriter.envelope_recipient(v.redirect)]
+        elif v.filter:
+            attrs["filter"] = v.filter       # qmgr routes every recipient through it
+        have = {a.lower() for a, _ in rcpts}
+        for b in v.bcc:
+            if b.lower() not in have:
+                rcpts.append((b, {proto_dsn.NOTIFY: "NEVER"}))
+        w = self.writer
+        if hasattr(w, "_open"):
+            w._open()          # the writer may hold a small message in memory only
+        w._flush()
+        with open(w.tmp, "rb") as f:
+            f.seek(len(self.envelope))
+            message = f.read()
+        os.ftruncate(w.fd, 0)
+        os.lseek(w.fd, 0, os.SEEK_SET)
+        self.recipients, self.attrs = rcpts, attrs
+        self.envelope = qfile.encode_envelope(self.arrival, self.sender, rcpts, attrs)
+        w.write(self.envelope + message)
 
     def abort(self) -> None:
         self.writer.abort()

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
-import math
 import os
 import signal
 import socket
@@ -41,6 +40,7 @@ class Child:
     service: "Service"
     proc: object
     started: float
+    slot: int = -1
 
 
 @dataclass
@@ -51,6 +51,8 @@ class Service:
     args: list[str]
     children: list[Child] = field(default_factory=list)
     key: tuple = ()
+    board: int = -1                     # smtpd: session_board fd
+    free_slots: list[int] = field(default_factory=list)
 
 
 def load_config(config_dir: str) -> tuple[MainConfig, list[ServiceEntry]]:
@@ -151,9 +153,17 @@ def process_count(entry: ServiceEntry, cfg: MainConfig) -> tuple[int, list[str]]
         n = cfg.get_int("smtpd_worker_count") or os.cpu_count() or 1
         if entry.maxproc:
             n = min(n, entry.maxproc)
-            return n, [str(math.ceil(entry.maxproc / n))]
-        return n, ["0"]
+        return n, [str(entry.maxproc)]
     return 1, list(entry.args)
+
+
+def session_board(nslots: int) -> int:
+    """Shared memory where each smtpd worker keeps its session count (one int64 a
+    worker). Every worker reads the sum, so maxproc bounds the service as a whole
+    however unevenly the kernel hands connections to the workers."""
+    fd = os.memfd_create("estafeta-sessions", os.MFD_CLOEXEC)
+    os.ftruncate(fd, 8 * max(1, nslots))
+    return fd
 
 
 class Master:
@@ -205,6 +215,11 @@ class Master:
                 old.sock.close()
             n, args = process_count(e, cfg)
             svc = Service(e, sock, n, args, key=key)
+            if e.command == "smtpd":
+                svc.board = session_board(n)
+                svc.free_slots = list(range(n))
+            if old is not None and old.board >= 0:
+                os.close(old.board)
             if old is not None:
                 self.retiring.extend(old.children)
             new[key] = svc
@@ -219,7 +234,7 @@ class Master:
             while len(svc.children) < svc.nprocs:
                 self.spawn(svc)
 
-    def command_line(self, svc: Service) -> list[str]:
+    def command_line(self, svc: Service, slot: int = -1) -> list[str]:
         e = svc.entry
         argv = [sys.executable, "-m", "estafeta.daemons.run", "-c", self.config_dir,
                 "-s", e.name, "-t", socket_kind(e), "--unpriv", "y" if e.unpriv else "n"]
@@ -227,18 +242,27 @@ class Master:
             argv += ["-o", f"{k}={v}"]
         if svc.sock is not None:
             argv += ["--fd", str(svc.sock.fileno())]
-        return argv + [e.command, "--", *svc.args]      # skeleton.parse_args: args after "--"
+        args = list(svc.args)
+        if svc.board >= 0:
+            args += [str(svc.board), str(slot)]
+        return argv + [e.command, "--", *args]      # skeleton.parse_args: args after "--"
 
     def spawn(self, svc: Service) -> None:
         import subprocess
         fds = (svc.sock.fileno(),) if svc.sock is not None else ()
+        slot = -1
+        if svc.board >= 0:
+            fds += (svc.board,)
+            slot = svc.free_slots.pop(0) if svc.free_slots else 0
         try:
-            proc = subprocess.Popen(self.command_line(svc), pass_fds=fds, stdin=subprocess.DEVNULL,
+            proc = subprocess.Popen(self.command_line(svc, slot), pass_fds=fds, stdin=subprocess.DEVNULL,
                                     close_fds=True)
         except OSError as e:
             maillog.log.error(f"cannot start service {svc.entry.name}: {e}")
+            if slot >= 0:
+                svc.free_slots.append(slot)
             return
-        svc.children.append(Child(svc, proc, time.monotonic()))
+        svc.children.append(Child(svc, proc, time.monotonic(), slot))
 
     def signal_child(self, c: Child, sig: int) -> None:
         try:
@@ -255,6 +279,8 @@ class Master:
                 if rc is None:
                     continue
                 svc.children.remove(c)
+                if c.slot >= 0:
+                    svc.free_slots.append(c.slot)
                 if self.stopping:
                     continue
                 how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"

@@ -21,7 +21,7 @@ import time
 from ..core import maillog
 from ..core.queueid import new_queue_id
 from ..queue import maildrop
-from .cleanup import Cleanup
+from .cleanup import Cleanup, CleanupRefused
 
 WAKEUP = 60.0
 
@@ -77,6 +77,13 @@ class Pickup:
         try:
             txn.write(sub.message)
             await txn.commit()
+        except CleanupRefused as e:
+            # 4xx (a table could not answer): leave it in maildrop for the next scan.
+            # 5xx (header/body_checks REJECT): removed; TODO: return it to the sender.
+            maillog.log.warning(f"{qid}: uid={sub.uid} from=<{maillog.esc(sender)}>: not queued: {e.reply}")
+            if e.reply.code >= 500:
+                os.unlink(path)
+            return
         except BaseException:
             txn.abort()
             raise

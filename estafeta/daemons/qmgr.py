@@ -176,8 +176,13 @@ class Qmgr:
         pending = env.pending()
         maillog.log.info(f"{qid}: from=<{env.sender}>, size={env.message_size}, nrcpt={len(pending)} (queue active)")
         groups: dict[tuple[str, str], list[qfile.Recipient]] = defaultdict(list)
+        # header/body_checks FILTER transport:nexthop (cleanup's "filter" attribute)
+        # routes every recipient; an empty nexthop keeps the recipient's own.
+        ftrans, _, fnext = env.attrs.get("filter", "").partition(":")
         for r in pending:
             route = self.resolver.resolve(r.address)
+            if ftrans:
+                route = route.__class__(route.address_class, ftrans, fnext or route.nexthop)
             groups[(route.transport, route.nexthop)].append(r)
         jobs = []
         for (transport, nexthop), rcpts in groups.items():

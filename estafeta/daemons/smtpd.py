@@ -1,35 +1,40 @@
 """smtpd: the asyncio driver around the sans-IO SMTP codec (SPEC S1).
 
-Owns the network side of SMTP: sockets, timeouts, the per-session transaction and
-the recipient policy that exists so far (relay control and unknown local users,
-Postfix's default permit_mynetworks / reject_unauth_destination /
-reject_unlisted_recipient). The protocol rules live in proto/; queue writes in
-cleanup.py. Trust boundary: everything from the client is untrusted; it reaches
+Owns the network side of SMTP: sockets, timeouts, the per-session transaction, and
+where the restriction lists (policy/restrictions.py) are asked: at RCPT TO (and at
+MAIL FROM when smtpd_delay_reject = no, at DATA for smtpd_data_restrictions). Their
+side effects land on the transaction: DISCARD drops the message here (never queued),
+BCC adds a recipient, PREPEND headers go to cleanup ahead of the client's, HOLD,
+FILTER and REDIRECT become queue file attributes hold=, filter=, redirect=. The
+protocol rules live in proto/; queue writes in cleanup.py. Trust boundary: everything from the client is untrusted; it reaches
 logs only through maillog.esc.
 
 Each session is an asyncio.Protocol. Bytes go into the codec; events come out and
 are answered in order (pipelining: replies of one read are written together). The
 only wait in a session is at end of data, while cleanup makes the message durable:
 reading pauses until then, and only then does the client get 250.
-Next: policy/ (restriction lists arrive with the policy issue), cleanup.py.
+Next: policy/restrictions.py, cleanup.py.
 """
 from __future__ import annotations
 
 import asyncio
 import ipaddress
-import socket
+import mmap
+import os
+import struct
 import time
 
 from ..core import maillog
 from ..core.maillog import esc
 from ..core.queueid import new_queue_id
-from ..core.resolve import DEFAULT, LOCAL, VIRTUAL, Resolver
+from ..core.resolve import ALIAS, LOCAL, VIRTUAL, Resolver
+from ..policy import restrictions as P
 from ..proto import dsn
 from ..proto import events as ev
 from ..proto import replies as R
 from ..proto.smtp_server import DEFAULT_MAIL_PARAMS, ServerConnection
-from ..tables import TableList, TableTempError
-from .cleanup import Cleanup
+from ..tables import TableList, TableTempError, open_table
+from .cleanup import Cleanup, CleanupRefused
 
 
 def parse_networks(items: list[str]) -> list[ipaddress._BaseNetwork]:
@@ -42,6 +47,23 @@ def parse_networks(items: list[str]) -> list[ipaddress._BaseNetwork]:
             item = item.replace("[", "").replace("]", "")
         nets.append(ipaddress.ip_network(item, strict=False))
     return nets
+
+
+class SessionBoard:
+    """This worker's view of the master's shared session counts (master.session_board)."""
+
+    def __init__(self, fd: int, slot: int) -> None:
+        size = os.fstat(fd).st_size
+        self.mm = mmap.mmap(fd, size)
+        self.n = size // 8
+        self.slot = slot
+        self.fmt = f"{self.n}q"
+
+    def publish(self, count: int) -> None:
+        struct.pack_into("q", self.mm, 8 * self.slot, count)
+
+    def total(self) -> int:
+        return sum(struct.unpack_from(self.fmt, self.mm))
 
 
 class SmtpdConfig:
@@ -58,11 +80,31 @@ class SmtpdConfig:
         self.mynetworks = parse_networks(cfg.get_list("mynetworks"))
         self.resolver = Resolver(cfg)
         self.virtual_maps = TableList(cfg.get("virtual_mailbox_maps"))
+        self.unknown_codes = {LOCAL: cfg.get_int("unknown_local_recipient_reject_code"),
+                              VIRTUAL: cfg.get_int("unknown_virtual_mailbox_reject_code")}
+        self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.cleanup = Cleanup(cfg, store)
         self.ehlo = R.ehlo_reply(self.hostname, self.size_limit, ("DSN",))     # RFC 3461
         self.helo = R.helo_reply(self.hostname)
         self.sessions = 0
         self.max_sessions = 0
+        # After cleanup: the unlisted-recipient checks ask its rewriter (self.unlisted).
+        self.policy = P.Policy(
+            {stage: cfg.get(f"smtpd_{stage}_restrictions") for stage in P.STAGES}, self, open_table,
+            codes=P.Codes(*(cfg.get_int(n) for n in (
+                "reject_code", "defer_code", "access_map_reject_code", "access_map_defer_code",
+                "relay_domains_reject_code", "non_fqdn_reject_code", "invalid_hostname_reject_code"))),
+            delimiter=cfg.get("recipient_delimiter"),
+            parent_matches_subdomains="smtpd_access_maps" in cfg.get_list("parent_domain_matches_subdomains"),
+            null_key=cfg.get("smtpd_null_access_lookup_key"), delay_reject=self.delay_reject,
+            reject_unlisted_recipient=cfg.get_bool("smtpd_reject_unlisted_recipient"),
+            reject_unlisted_sender=cfg.get_bool("smtpd_reject_unlisted_sender"))
+        for problem in self.policy.problems:
+            maillog.log.warning(problem)
+        self.board: SessionBoard | None = None
+
+    def total_sessions(self) -> int:
+        return self.board.total() if self.board is not None else self.sessions
 
     def in_mynetworks(self, addr: str) -> bool:
         try:
@@ -73,11 +115,35 @@ class SmtpdConfig:
             ip = ip.ipv4_mapped
         return any(ip in n for n in self.mynetworks)
 
+    # -- policy.restrictions.Site: what the restriction lists ask about this system ------
+
+    def address_class(self, domain: str) -> str:
+        return self.resolver.address_class(domain)
+
+    def unlisted(self, address: str, sender: bool) -> tuple[int, str, str] | None:
+        """Postfix's reject_unlisted_recipient/_sender: relocated(5) users have moved;
+        an address a rewriting table knows is listed (cleanup rewrites it); otherwise
+        the class's own table (virtual alias, local, virtual mailbox) must know it."""
+        domain = address.rpartition("@")[2] if "@" in address else ""
+        cls = self.resolver.address_class(domain)
+        if not sender and (moved := self.resolver.relocated(address)) is not None:
+            return 550, "5.1.6", f"User has moved to {moved}"
+        if self.cleanup.rewriter.recipient_listed(address):
+            return None
+        if cls == ALIAS:
+            return 550, "5.1.1", "User unknown in virtual alias table"
+        if cls == LOCAL and self.resolver.is_known_local(address) is False:
+            return self.unknown_codes[LOCAL], "5.1.1", "User unknown in local recipient table"
+        if cls == VIRTUAL and self.virtual_maps and self.virtual_maps.lookup(address) is None \
+                and self.virtual_maps.lookup("@" + domain) is None:
+            return self.unknown_codes[VIRTUAL], "5.1.1", "User unknown in virtual mailbox table"
+        return None
+
 
 class Session(asyncio.Protocol):
     __slots__ = ("sc", "conn", "transport", "client", "addr", "trusted", "helo", "proto", "qid",
                  "sender", "rcpts", "txn", "busy", "out", "counts", "last", "timer", "write_error",
-                 "closed", "dsn")
+                 "closed", "dsn", "effects")
 
     def __init__(self, sc: SmtpdConfig) -> None:
         self.sc = sc
@@ -92,6 +158,7 @@ class Session(asyncio.Protocol):
         self.sender = ""
         self.rcpts: list[tuple[str, dict[str, str]]] = []
         self.dsn: dict[str, str] = {}      # RET/ENVID of this transaction (envelope attributes)
+        self.effects = P.Effects()         # what the restriction lists asked of this message
         self.txn = None
         self.busy = False
         self.out: list[bytes] = []
@@ -110,7 +177,9 @@ class Session(asyncio.Protocol):
         sc = self.sc
         sc.sessions += 1
         maillog.log.info(f"connect from {self.client}")
-        if sc.max_sessions and sc.sessions > sc.max_sessions:
+        if sc.board is not None:
+            sc.board.publish(sc.sessions)
+        if sc.max_sessions and sc.total_sessions() > sc.max_sessions:
             transport.write(R.Reply(421, "4.3.2", f"{sc.hostname} Service temporarily unavailable; too many sessions").to_bytes())
             transport.close()
             return
@@ -121,6 +190,8 @@ class Session(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         self.closed = True
         self.sc.sessions -= 1
+        if self.sc.board is not None:
+            self.sc.board.publish(self.sc.sessions)
         self.timer.cancel() if hasattr(self, "timer") else None
         if self.txn is not None and not self.busy:
             self.txn.abort()
@@ -216,9 +287,33 @@ class Session(asyncio.Protocol):
 
     def on_mail(self, e: ev.MailFrom) -> R.Reply:
         self.reset()
+        if not self.sc.delay_reject:
+            refusal = self.apply_policy("MAIL", self.sc.policy.check_mail(self.request(e.address)), e.address, None)
+            if refusal is not None:
+                return refusal
         self.sender = e.address
         self.dsn = dsn.mail_attrs(e.params)
         return R.SENDER_OK
+
+    def request(self, sender: str | None, recipient: str | None = None) -> P.Request:
+        return P.Request(self.client.split("[")[0], self.addr, self.helo, sender, recipient, self.trusted)
+
+    def apply_policy(self, cmd: str, out: P.Outcome, sender: str | None, rcpt: str | None) -> R.Reply | None:
+        """Log what the restrictions did (Postfix's shape); keep their effects when the
+        command is accepted; the refusal otherwise."""
+        qid = self.qid or "NOQUEUE"
+        for problem in out.problems:
+            maillog.log.warning(f"{qid}: {cmd} from {self.client}: {esc(problem)}")
+        tail = (f"from=<{esc(sender or '')}>" + (f" to=<{esc(rcpt)}>" if rcpt is not None else "")
+                + f" proto={self.proto} helo=<{esc(self.helo)}>")
+        for event, text in out.logs:
+            maillog.log.info(f"{qid}: {event}: {cmd} from {self.client}: {esc(text)}; {tail}")
+        v = out.verdict
+        if isinstance(v, P.Accept):
+            self.effects.merge(out.effects)
+            return None
+        maillog.log.info(f"{qid}: reject: {cmd} from {self.client}: {esc(str(v.reply))}; {tail}")
+        return v.reply
 
     def on_rcpt(self, e: ev.RcptTo) -> R.Reply:
         rcpt = e.address
@@ -226,12 +321,12 @@ class Session(asyncio.Protocol):
             return R.TOO_MANY_RECIPIENTS
         try:
             refusal = self.check_recipient(rcpt)
-        except TableTempError as err:
+        except TableTempError as err:          # the evaluator catches its own; belt and braces
             maillog.log.warning(f"{self.qid or 'NOQUEUE'}: recipient lookup failed: {err}")
             refusal = R.Reply(451, "4.3.0", f"<{rcpt}>: Temporary lookup failure")
-        if refusal is not None:
             maillog.log.info(f"{self.qid or 'NOQUEUE'}: reject: RCPT from {self.client}: {refusal}; "
                              f"from=<{esc(self.sender)}> to=<{esc(rcpt)}> proto={self.proto} helo=<{esc(self.helo)}>")
+        if refusal is not None:
             return refusal
         if not self.qid:
             self.qid = new_queue_id()
@@ -240,19 +335,12 @@ class Session(asyncio.Protocol):
         return R.RECIPIENT_OK
 
     def check_recipient(self, rcpt: str) -> R.Reply | None:
-        """Postfix's defaults: permit_mynetworks, reject_unauth_destination, then
-        reject_unlisted_recipient (unknown users refused at RCPT, the seed's milter-ahead)."""
-        sc = self.sc
-        domain = rcpt.rpartition("@")[2]
-        cls = sc.resolver.address_class(domain)
-        if cls == DEFAULT and not self.trusted:
-            return R.RELAY_DENIED.with_text(f"<{rcpt}>: Relay access denied")
-        if cls == LOCAL and sc.resolver.is_known_local(rcpt) is False:
-            return R.UNKNOWN_USER.with_text(f"<{rcpt}>: Recipient address rejected: User unknown in local recipient table")
-        if cls == VIRTUAL and sc.virtual_maps and sc.virtual_maps.lookup(rcpt) is None \
-                and sc.virtual_maps.lookup("@" + domain) is None:
-            return R.UNKNOWN_USER.with_text(f"<{rcpt}>: Recipient address rejected: User unknown in virtual mailbox table")
-        return None
+        """The restriction lists at RCPT TO (policy/restrictions.py). With Postfix's
+        defaults: permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination,
+        then unknown users refused (smtpd_reject_unlisted_recipient, the seed's
+        milter-ahead; SmtpdConfig.unlisted). The refusal (already logged), or None."""
+        out = self.sc.policy.check_rcpt(self.request(self.sender, rcpt), self.effects)
+        return self.apply_policy("RCPT", out, self.sender, rcpt)
 
     def on_data(self, chunk: bytes) -> None:
         if self.txn is None or self.write_error:
@@ -263,14 +351,36 @@ class Session(asyncio.Protocol):
             self.write_error = str(err)
 
     def on_data_command(self, e) -> R.Reply:
+        if self.sc.policy.lists["data"]:
+            out = self.sc.policy.check_data(self.request(self.sender), self.effects)
+            refusal = self.apply_policy("DATA", out, self.sender, None)
+            if refusal is not None:
+                return refusal
+        fx = self.effects
+        self.write_error = ""
+        if fx.discard is not None:          # access(5) DISCARD: claim delivery, keep nothing
+            self.txn = _DiscardTxn()
+            return R.START_DATA
         attrs = {"client_name": self.client.split("[")[0], "client_address": self.addr,
                  "helo_name": self.helo, "protocol": self.proto, **self.dsn}
+        # access(5) HOLD, FILTER, REDIRECT: envelope attributes for cleanup and qmgr.
+        for name in ("hold", "filter", "redirect"):
+            value = getattr(fx, name)
+            if value is not None:
+                attrs[name] = value
+        rcpts = self.rcpts
+        if fx.bcc is not None and fx.bcc not in {r for r, _ in rcpts}:
+            rcpts = [*rcpts, (fx.bcc, {dsn.NOTIFY: "NEVER"})]   # access(5) BCC: one more recipient, no notices
         try:
-            self.txn = self.sc.cleanup.open(self.qid, self.sender, self.rcpts, attrs)
+            self.txn = self.sc.cleanup.open(self.qid, self.sender, rcpts, attrs)
+            for header in fx.prepend:       # PREPEND: ahead of the client's own headers
+                self.txn.write(header.encode("utf-8", "surrogateescape") + b"\n")
         except (OSError, ValueError) as err:
+            if self.txn is not None:
+                self.txn.abort()
+                self.txn = None
             maillog.log.warning(f"{self.qid}: cannot create queue file: {err}")
             return R.Reply(451, "4.3.0", "Error: queue file write error")
-        self.write_error = ""
         return R.START_DATA
 
     def on_end_of_data(self, e: ev.EndOfData) -> None:
@@ -295,7 +405,13 @@ class Session(asyncio.Protocol):
     async def _commit(self, txn) -> None:
         try:
             await txn.commit()
-            r = R.queued(self.qid)
+            r = R.queued(self.qid)      # also when header/body_checks said DISCARD
+            if isinstance(txn, _DiscardTxn):
+                maillog.log.info(f"{self.qid}: discard: END-OF-MESSAGE from {self.client}: "
+                                 f"{esc(self.effects.discard or '')}; from=<{esc(self.sender)}> "
+                                 f"proto={self.proto} helo=<{esc(self.helo)}>")
+        except CleanupRefused as err:  # header/body_checks REJECT, or a table could not answer
+            r = err.reply
         except Exception as err:        # unexpected: 451 and a traceback, never a 5xx
             maillog.log.exception(f"{self.qid}: queue file commit failed: {err}")
             r = R.TEMP_ERROR
@@ -319,6 +435,7 @@ class Session(asyncio.Protocol):
         self.sender = ""
         self.rcpts = []
         self.dsn = {}
+        self.effects = P.Effects()
 
     def on_noop(self, e) -> R.Reply:
         return R.OK
@@ -331,6 +448,19 @@ class Session(asyncio.Protocol):
 
     def on_help(self, e) -> R.Reply:
         return R.HELP
+
+
+class _DiscardTxn:
+    """The transaction of a message a DISCARD action dropped: its data goes nowhere."""
+
+    def write(self, chunk: bytes) -> None:
+        pass
+
+    async def commit(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
 
 
 DISPATCH = {
@@ -351,6 +481,9 @@ async def serve(ctx) -> None:
     sc = SmtpdConfig(ctx.cfg, ctx.store)
     if ctx.args:
         sc.max_sessions = int(ctx.args[0])
+    if len(ctx.args) >= 3:
+        sc.board = SessionBoard(int(ctx.args[1]), int(ctx.args[2]))
+        sc.board.publish(0)
     loop = asyncio.get_running_loop()
     sock = ctx.listen_socket
     server = await loop.create_server(lambda: Session(sc), sock=sock, backlog=1024)
