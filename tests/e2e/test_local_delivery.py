@@ -182,3 +182,20 @@ def test_home_maildir(users, instance_factory) -> None:
     for sub in ("", "new"):
         assert os.stat(os.path.join(md, sub)).st_uid == pw.pw_uid
     assert os.stat(os.path.join(md, "new", os.listdir(f"{md}/new")[0])).st_uid == pw.pw_uid
+
+
+@pytest.mark.skipif(not shutil.which("mail"), reason="mail not installed (Debian package mailutils)")
+def test_mailutils_sends_through_our_sendmail(inst, users) -> None:
+    """mail(1) as cron or a user would run it, with estafeta's sendmail in place of
+    /usr/sbin/sendmail: the message goes through maildrop and pickup to the mbox."""
+    import sys
+    u = users["xavier"]
+    sendmail = os.path.join(os.path.dirname(sys.executable), "sendmail")
+    env = dict(os.environ, ESTAFETA_CONFIG=inst.root)
+    r = subprocess.run(["mail", "-E", f"set sendmail=sendmail://{sendmail}", "-s", "desde mailutils",
+                        f"{u}@localhost"], input="hola desde mail(1)\n", capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_for(lambda: "desde mailutils" in subjects(u), what="delivery of mail(1)'s message")
+    m = [m for m in mbox(u) if m["Subject"] == "desde mailutils"][0]
+    assert "hola desde mail(1)" in m.get_payload()
