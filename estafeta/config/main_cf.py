@@ -25,6 +25,16 @@ from .params import PARAMS, Bool, Duration, Int, List, ParamType, Size
 
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
+# Parameters whose own value Postfix does not expand when read: the daemon
+# using it expands it later with its own macros ($user, $extension, $rbl_code,
+# ...), and postconf -x prints it as written. Referenced from another value,
+# it is expanded like any other ("foo = $forward_path" expands $home to "").
+# The list is what Postfix 3.7's postconf -x leaves unexpanded.
+RAW_PARAMS = frozenset({
+    "command_execution_directory", "default_rbl_reply", "forward_path", "luser_relay",
+    "mailbox_command", "postscreen_expansion_filter", "postscreen_reject_footer",
+    "smtpd_expansion_filter", "smtpd_reject_footer",
+})
 # Expansion deeper than this is a loop in all but name (Postfix stops at 100 too).
 _MAX_DEPTH = 100
 
@@ -175,12 +185,15 @@ class MainConfig:
         """The expanded value: explicit setting, else the declared default.
 
         Raises KeyError for a name neither declared nor set: code asking for
-        it has a typo. Inside values, an unknown $name expands to "".
+        it has a typo. Inside values, an unknown $name expands to "". A name
+        in RAW_PARAMS is returned as written: its user expands it.
         """
         if name in self._cache:
             return self._cache[name]
         if name not in self._settings and name not in PARAMS:
             raise KeyError(name)
+        if name in RAW_PARAMS:
+            return self._lookup_raw(name) or ""
         value = self._expand_param(name, [])
         self._cache[name] = value
         return value

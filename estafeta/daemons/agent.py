@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 
 from ..core import maillog
 from ..delivery import base
@@ -66,6 +67,7 @@ async def serve_agent(ctx, agent) -> None:
             pass
         finally:
             ctx.busy -= 1
+            ctx.last_active = time.monotonic()
             writer.close()
 
     server = await asyncio.start_unix_server(handle, sock=ctx.listen_socket, limit=1 << 20)

@@ -52,6 +52,8 @@ class Service:
     children: list[Child] = field(default_factory=list)
     key: tuple = ()
     board: int = -1                     # smtpd: session_board fd
+    on_demand: bool = False             # started when its socket has a client
+    armed: bool = False
     free_slots: list[int] = field(default_factory=list)
 
 
@@ -148,6 +150,15 @@ def check_services(entries: list[ServiceEntry], path: str) -> None:
                 raise ConfigError(path, e.line, f"{e.name}: {err.problem}") from None
 
 
+ALWAYS_RUNNING = frozenset({"qmgr", "pickup"})
+
+
+def is_on_demand(entry: ServiceEntry) -> bool:
+    """Stream unix services start when a client connects; listeners on the network,
+    qmgr and pickup (whose sockets take trigger datagrams) always run."""
+    return socket_kind(entry) == "unix" and entry.command not in ALWAYS_RUNNING
+
+
 def process_count(entry: ServiceEntry, cfg: MainConfig) -> tuple[int, list[str]]:
     if entry.command == "smtpd":
         n = cfg.get_int("smtpd_worker_count") or os.cpu_count() or 1
@@ -214,7 +225,7 @@ class Master:
             if old is not None and not same_socket and old.sock is not None:
                 old.sock.close()
             n, args = process_count(e, cfg)
-            svc = Service(e, sock, n, args, key=key)
+            svc = Service(e, sock, n, args, key=key, on_demand=is_on_demand(e))
             if e.command == "smtpd":
                 svc.board = session_board(n)
                 svc.free_slots = list(range(n))
@@ -231,8 +242,42 @@ class Master:
         for c in self.retiring:
             self.signal_child(c, signal.SIGTERM)
         for svc in self.services.values():
+            if svc.on_demand:
+                continue            # arm_all() watches its socket once the loop runs
             while len(svc.children) < svc.nprocs:
                 self.spawn(svc)
+
+    # -- services started on demand (Postfix's master does the same) ----------------------
+    # A delivery agent, showq and the like cost a Python process each (~25 MB) and
+    # most instances use few of them: the master watches their listening sockets and
+    # starts the service when a client connects; the service exits after max_idle
+    # seconds without work, and the master watches the socket again.
+
+    def arm_all(self) -> None:
+        for svc in self.services.values():
+            if svc.on_demand and not svc.children:
+                self.arm(svc)
+
+    def arm(self, svc: Service) -> None:
+        if self.stopping or svc.armed or svc.sock is None or svc.children:
+            return
+        if self.services.get(svc.key) is not svc:
+            return          # replaced by a reload
+        asyncio.get_running_loop().add_reader(svc.sock.fileno(), self.wake, svc.key)
+        svc.armed = True
+
+    def disarm(self, svc: Service) -> None:
+        if svc.armed and svc.sock is not None:
+            asyncio.get_running_loop().remove_reader(svc.sock.fileno())
+        svc.armed = False
+
+    def wake(self, key: tuple) -> None:
+        svc = self.services.get(key)
+        if svc is None:
+            return
+        self.disarm(svc)
+        if not svc.children and not self.stopping:
+            self.spawn(svc)
 
     def command_line(self, svc: Service, slot: int = -1) -> list[str]:
         e = svc.entry
@@ -242,6 +287,8 @@ class Master:
             argv += ["-o", f"{k}={v}"]
         if svc.sock is not None:
             argv += ["--fd", str(svc.sock.fileno())]
+        if svc.on_demand:
+            argv += ["--max-idle", str(self.cfg.get_duration("max_idle"))]
         args = list(svc.args)
         if svc.board >= 0:
             args += [str(svc.board), str(slot)]
@@ -284,22 +331,29 @@ class Master:
                 if self.stopping:
                     continue
                 how = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-                maillog.log.warning(f"process {svc.entry.command} pid {c.proc.pid} {how}")
+                if rc != 0:
+                    maillog.log.warning(f"process {svc.entry.command} pid {c.proc.pid} {how}")
                 quick = time.monotonic() - c.started < 2.0 and rc > 0
                 if quick:
                     # A service that fails at start would only fail again: throttle it.
                     delay = min(self.cfg.get_duration("service_throttle_time"), 10.0)
                     maillog.log.warning(f"{svc.entry.command}: bad command startup -- throttling for {delay:g}s")
                     asyncio.get_running_loop().call_later(delay, self.respawn, svc.key)
+                elif svc.on_demand:
+                    self.arm(svc)       # idle exit or crash: the next client starts it again
                 else:
                     self.spawn(svc)
         self.retiring = [c for c in self.retiring if c.proc.poll() is None]
 
     def respawn(self, key: tuple) -> None:
         svc = self.services.get(key)
-        if svc is not None and not self.stopping:
-            while len(svc.children) < svc.nprocs:
-                self.spawn(svc)
+        if svc is None or self.stopping:
+            return
+        if svc.on_demand:
+            self.arm(svc)
+            return
+        while len(svc.children) < svc.nprocs:
+            self.spawn(svc)
 
     def reload(self) -> None:
         try:
@@ -308,11 +362,15 @@ class Master:
             maillog.log.error(f"reload refused, configuration error: {e}; still running the old one")
             return
         self.cfg = cfg
+        for svc in self.services.values():
+            self.disarm(svc)
         try:
             self.open_services(cfg, entries)
         except ConfigError as e:
             maillog.log.error(f"reload: {e}")
             return
+        finally:
+            self.arm_all()
         maillog.log.info(f"reload -- version {__version__}, configuration {self.config_dir}")
 
     async def run(self) -> None:
@@ -322,6 +380,7 @@ class Master:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         loop.add_signal_handler(signal.SIGTERM, done.set)
         loop.add_signal_handler(signal.SIGINT, done.set)
+        self.arm_all()
         while not done.is_set():
             try:
                 await asyncio.wait_for(done.wait(), timeout=1.0)
@@ -330,6 +389,8 @@ class Master:
         await self.shutdown()
 
     async def shutdown(self) -> None:
+        for svc in self.services.values():
+            self.disarm(svc)
         self.stopping = True
         children = [c for s in self.services.values() for c in s.children] + self.retiring
         for c in children:

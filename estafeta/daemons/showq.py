@@ -57,6 +57,7 @@ async def serve(ctx) -> None:
     trigger = QmgrTrigger(ctx.store)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        ctx.busy += 1
         try:
             line = await asyncio.wait_for(reader.readline(), timeout=30)
             req = line[:MAX_REQUEST].decode("utf-8", "replace").strip()
@@ -71,6 +72,7 @@ async def serve(ctx) -> None:
         except Exception:
             maillog.log.exception("showq: error answering a request")
         finally:
+            ctx.busy -= 1
             writer.close()
 
     server = await asyncio.start_unix_server(handle, sock=ctx.listen_socket)

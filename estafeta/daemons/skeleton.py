@@ -19,6 +19,7 @@ import pwd
 import signal
 import socket
 import sys
+import time
 from dataclasses import dataclass, field
 
 from ..config.main_cf import MainConfig
@@ -37,6 +38,8 @@ class ServiceContext:
     store: QueueStore
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     busy: int = 0
+    last_active: float = 0.0
+    max_idle: float = 0.0
     args: list[str] = field(default_factory=list)
 
 
@@ -86,6 +89,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("-o", dest="overrides", action="append", default=[])
     p.add_argument("--fd", type=int, default=-1)
     p.add_argument("--unpriv", default="y")
+    p.add_argument("--max-idle", type=float, default=0.0)
     p.add_argument("command")
     # The service's master.cf arguments come after a "--" (the master puts it there):
     # they are data, not our options, and may hold "-f" or "--" themselves (a pipe
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
         maillog.log.fatal(f"queue_directory {store.root}: permission denied for uid {os.getuid()}; "
                           f"every directory above it must be searchable by the mail owner")
         raise SystemExit(1)
-    ctx = ServiceContext(a.service, a.type, a.command, a.config_dir, cfg, sock, store, args=a.args)
+    ctx = ServiceContext(a.service, a.type, a.command, a.config_dir, cfg, sock, store, args=a.args,
+                         max_idle=a.max_idle)
     prof_dir = os.environ.get("ESTAFETA_PROFILE_DIR")   # developers: cProfile each service
     profiler = None
     if prof_dir:
@@ -156,6 +161,17 @@ def _command_module(command: str):
     return import_module(f"estafeta.daemons.{command}")
 
 
+async def _idle_exit(ctx: ServiceContext) -> None:
+    """An on-demand service leaves after max_idle seconds without a client (Postfix's
+    max_idle); the master starts it again when one comes."""
+    while not ctx.stopping.is_set():
+        await asyncio.sleep(min(1.0, ctx.max_idle))
+        if ctx.busy:
+            ctx.last_active = time.monotonic()
+        elif time.monotonic() - ctx.last_active >= ctx.max_idle:
+            ctx.stopping.set()
+
+
 # Blocking file work (fsync above all) runs in threads. ext4 and xfs merge concurrent
 # fsyncs into one journal commit, so the more sessions wait at once, the more one disk
 # flush serves: the pool must not be the bottleneck (asyncio's default is cpu+4).
@@ -170,6 +186,9 @@ async def _run(ctx: ServiceContext, module) -> None:
     loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
     loop.add_signal_handler(signal.SIGINT, ctx.stopping.set)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if ctx.max_idle > 0:
+        ctx.last_active = time.monotonic()
+        ctx.idle_task = loop.create_task(_idle_exit(ctx))
     try:
         await module.serve(ctx)
     except Exception:

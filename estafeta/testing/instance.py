@@ -87,7 +87,8 @@ class Instance:
             raise RuntimeError(f"start failed: {r.stdout}{r.stderr}\n{self.master_out()}")
         self.running = True
         wait_for(self.accepting, 20, what=f"port {self.port}")
-        wait_for(lambda: self.service_pids("qmgr") and self.service_pids("virtual"), 20, what="services")
+        # Delivery agents start on demand (when qmgr first connects): wait for qmgr only.
+        wait_for(lambda: self.service_pids("qmgr"), 20, what="services")
         return self
 
     def accepting(self) -> bool:
@@ -142,9 +143,10 @@ class Instance:
     def service_pids(self, command: str) -> list[int]:
         out = []
         for p, a in self._procs():
-            if "estafeta.daemons.run" in a and "--fd" in a:
-                i = a.index("--fd") + 2
-                if i < len(a) and a[i] == command:
+            # argv: ... COMMAND -- ARGS (skeleton.parse_args)
+            if "estafeta.daemons.run" in a and "--" in a:
+                i = a.index("--") - 1
+                if a[i] == command:
                     out.append(p)
         return out
 

@@ -216,6 +216,9 @@ def test_privileges_as_root(instance):
     owner = pwd.getpwnam("estafeta").pw_uid
     master = instance.master_pid()
     assert instance.uid_of(master) == 0
+    # Delivery agents start on demand: one message brings the virtual agent up.
+    send(instance, ["demo@localhost"])
+    wait_for(lambda: instance.delivered(), what="delivery")
     # A child starts as root and drops once its code is loaded; give it that moment.
     for cmd in ("smtpd", "qmgr", "virtual"):
         pids = instance.service_pids(cmd)
@@ -269,3 +272,19 @@ def _banner(port):
             return s.recv(512)
     except OSError:
         return b""
+
+
+def test_agents_start_on_demand_and_leave_when_idle(instance_factory):
+    inst = instance_factory(main={"max_idle": "2s"})
+    assert inst.service_pids("virtual") == [] and inst.service_pids("lmtp") == [], \
+        "delivery agents should not run before they are needed"
+    send(inst, ["demo@localhost"])
+    wait_for(lambda: inst.delivered(), what="delivery (starts the virtual agent)")
+    first = wait_for(lambda: inst.service_pids("virtual"), what="virtual agent")
+    # qmgr keeps its connection open, so the agent stays while qmgr uses it; a qmgr
+    # restart drops the connection and the idle agent leaves after max_idle.
+    os.kill(inst.service_pids("qmgr")[0], signal.SIGKILL)
+    wait_for(lambda: not inst.service_pids("virtual"), 30, what="the idle agent to exit")
+    send(inst, ["demo@localhost"])
+    wait_for(lambda: len(inst.delivered()) == 2, 30, what="second delivery (agent started again)")
+    assert inst.service_pids("virtual") and inst.service_pids("virtual") != first

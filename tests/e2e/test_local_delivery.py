@@ -72,7 +72,6 @@ loopb: loopa
     # juan keeps a copy and runs a command of his own
     write_as(j, os.path.join(pwd.getpwnam(j).pw_dir, ".forward"), f'\\{j}\n"|id -u > {out}/forward-cmd.uid"\n')
     i.start()
-    wait_for(lambda: i.service_pids("local"), what="local service")
     yield i
     i.cleanup()
 
@@ -159,7 +158,9 @@ def test_unknown_user_bounces_5_1_1(inst) -> None:
     assert "dsn=5.1.1" in inst.log()
 
 
-def test_only_master_and_local_keep_root(inst) -> None:
+def test_only_master_and_local_keep_root(inst, users) -> None:
+    send(inst, [f"{users['pepe']}@localhost"], b"Subject: wake local\r\n\r\nx\r\n")
+    wait_for(lambda: inst.service_pids("local"), what="the local agent, started on demand")
     assert inst.uid_of(inst.master_pid()) == 0
     for pid in inst.service_pids("local"):
         assert inst.uid_of(pid) == 0
