@@ -142,13 +142,24 @@ class Instance:
 
     def service_pids(self, command: str) -> list[int]:
         out = []
+        master = self.master_pid()
         for p, a in self._procs():
-            # argv: ... COMMAND -- ARGS (skeleton.parse_args)
-            if "estafeta.daemons.run" in a and "--" in a:
-                i = a.index("--") - 1
-                if a[i] == command:
+            # argv: ... COMMAND -- ARGS (skeleton.parse_args). Only the master's own
+            # children: the local agent forks short-lived helpers with the same argv.
+            if "estafeta.daemons.run" in a and "--" in a and a[a.index("--") - 1] == command:
+                if master is None or self._ppid(p) == master:
                     out.append(p)
         return out
+
+    @staticmethod
+    def _ppid(pid: int) -> int:
+        try:
+            for line in open(f"/proc/{pid}/status"):
+                if line.startswith("PPid:"):
+                    return int(line.split()[1])
+        except OSError:
+            pass
+        return -1
 
     def uid_of(self, pid: int) -> int:
         for line in open(f"/proc/{pid}/status"):
