@@ -9,6 +9,8 @@ is escaped with `esc` before it is logged.
 """
 from __future__ import annotations
 
+import asyncio
+import atexit
 import os
 import socket
 import sys
@@ -37,6 +39,10 @@ class MailLog:
         self.stderr = stderr
         self.fd = -1
         self.path = path
+        self._pending: list[bytes] | None = None
+        self._sec = -1
+        self._ts = ""
+        atexit.register(self.flush)
         if path:
             self.reopen()
 
@@ -56,17 +62,39 @@ class MailLog:
         self.pid = os.getpid()
 
     def _emit(self, level: str, msg: str) -> None:
-        ts = time.strftime("%b %d %H:%M:%S", time.localtime())
+        now = int(time.time())
+        if now != self._sec:
+            self._sec, self._ts = now, time.strftime("%b %d %H:%M:%S", time.localtime(now))
         text = f"{level}: {msg}" if level else msg
-        line = f"{ts} {self.hostname} {self.program}[{self.pid}]: {text}\n".encode("utf-8", "replace")
+        line = f"{self._ts} {self.hostname} {self.program}[{self.pid}]: {text}\n".encode("utf-8", "replace")
+        if self._pending is not None:
+            self._pending.append(line)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:            # no event loop (commands, start-up): write now
+            self._write(line)
+            return
+        # In a daemon, the lines of one event-loop turn go out in one write: a few
+        # lines per message, from several processes, each an O_APPEND write that
+        # waits for the file's lock, were the biggest single cost of an SMTP session.
+        self._pending = [line]
+        loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        lines, self._pending = self._pending, None
+        if lines:
+            self._write(b"".join(lines))
+
+    def _write(self, data: bytes) -> None:
         if self.fd >= 0:
             try:
-                os.write(self.fd, line)
+                os.write(self.fd, data)     # one write: O_APPEND keeps it whole
             except OSError:
                 pass
         if self.stderr:
             try:
-                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.write(data)
                 sys.stderr.flush()
             except (OSError, ValueError):
                 pass
@@ -82,12 +110,14 @@ class MailLog:
 
     def fatal(self, msg: str) -> None:
         self._emit("fatal", msg)
+        self.flush()
 
     def exception(self, msg: str) -> None:
         """An unexpected exception: one warning line plus the traceback, line by line."""
         self._emit("warning", msg)
         for chunk in traceback.format_exc().rstrip().splitlines():
             self._emit("warning", "  " + chunk)
+        self.flush()
 
 
 log = MailLog()

@@ -139,7 +139,7 @@ def test_unavailable_table_defers_with_451(instance_factory):
     os.unlink(inst.path("rcpt_access.db"))
     assert rcpt_reply(inst, "127.0.0.1", "demo@localhost") == \
         (451, "4.3.0 <demo@localhost>: Temporary lookup failure")
-    assert "table lookup problem" in inst.log()
+    wait_for(lambda: "table lookup problem" in inst.log(), 20, what="log line: " + "table lookup problem"[:60])
 
 
 def test_table_missing_at_start_defers_with_451(instance_factory):
@@ -147,7 +147,7 @@ def test_table_missing_at_start_defers_with_451(instance_factory):
                 smtpd_sender_restrictions="check_sender_access hash:DIR/never_built")
     assert rcpt_reply(inst, "127.0.0.1", "demo@localhost") == \
         (451, "4.3.0 <someone@example.org>: Temporary lookup failure")
-    assert "never_built is unavailable" in inst.log()
+    wait_for(lambda: "never_built is unavailable" in inst.log(), 20, what="log line: " + "never_built is unavailable"[:60])
 
 
 def test_unreachable_pgsql_defers_with_451(instance_factory):

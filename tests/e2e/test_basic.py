@@ -31,9 +31,9 @@ def test_smtplib_delivers_to_maildir(instance):
     assert m["Return-Path"] == "<alice@example.org>"
     assert m["Message-Id"] and m["Date"] and m["Received"]
     assert m.get_payload() == "line one\n.starts with dot\n", f"got {m.get_payload()!r}"
-    log = instance.log()
-    assert "status=sent (delivered to maildir)" in log
-    assert "removed" in log
+    # The Maildir has the message a moment before the agent and qmgr log about it.
+    wait_for(lambda: "status=sent (delivered to maildir)" in instance.log() and ": removed" in instance.log(),
+             what="delivery and removal logged")
     wait_for(lambda: instance.queue_count() == 0, what="empty queue")
 
 
@@ -50,7 +50,7 @@ def test_unknown_user_and_relay_refused(instance_factory):
         assert b"Relay access denied" in msg
         code, _ = s.rcpt("demo@localhost")
         assert code == 250
-    assert "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <someone@remote.example>: Relay access denied" in inst.log()
+    wait_for(lambda: "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <someone@remote.example>: Relay access denied" in inst.log(), 20, what="log line: " + "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <someone@remote.example>: Relay access denied"[:60])
 
 
 @pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed (Debian package swaks; .ci/run installs it as root)")
@@ -149,7 +149,7 @@ def test_master_restarts_killed_service_and_reloads(instance):
     os.kill(old[0], signal.SIGKILL)
     new = wait_for(lambda: [p for p in instance.service_pids("qmgr") if p not in old], what="qmgr restart")
     assert new
-    assert f"process qmgr pid {old[0]} killed by signal 9" in instance.log()
+    wait_for(lambda: f"process qmgr pid {old[0]} killed by signal 9" in instance.log(), 20, what="log line: " + f"process qmgr pid {old[0]} killed by signal 9"[:60])
     # reload: a new banner takes effect for new connections; mail keeps flowing.
     instance.cli("config", "-e", "smtpd_banner=$myhostname ESMTP reloaded")
     smtpd_before = set(instance.service_pids("smtpd"))
@@ -185,7 +185,7 @@ def test_expired_message_bounces_to_sender(instance_factory):
     m = email.message_from_bytes(open(inst.delivered()[0], "rb").read())
     assert m["Subject"] == "Undelivered Mail Returned to Sender"
     assert "far@remote.example" in m.as_string()
-    assert "status=expired, returned to sender" in inst.log()
+    wait_for(lambda: "status=expired, returned to sender" in inst.log(), 20, what="log line: " + "status=expired, returned to sender"[:60])
     wait_for(lambda: inst.queue_count() == 0, what="empty queue")
 
 
@@ -202,7 +202,7 @@ def test_deferred_then_delivered_after_transport_appears(instance_factory):
     wait_for(inst.accepting, what="port")
     send(inst, ["demo@localhost"])
     wait_for(lambda: inst.queue_count("deferred") == 1, what="deferred")
-    assert "status=deferred (mail transport unavailable)" in inst.log()
+    wait_for(lambda: "status=deferred (mail transport unavailable)" in inst.log(), 20, what="log line: " + "status=deferred (mail transport unavailable)"[:60])
     assert os.path.exists(os.path.join(inst.queue_dir, "defer", os.listdir(os.path.join(inst.queue_dir, "deferred"))[0]))
     open(mc, "w").write(text)
     inst.cli("reload")

@@ -226,7 +226,7 @@ def test_unprivileged_submit_and_privacy(instance_factory, two_users):
     assert r.returncode == 69 and b"mail system is down" in r.stderr, r
     inst.start()
     wait_for(lambda: len(deferred_ids(inst)) == 1, 30, what="deferral")
-    assert f"uid={pwd.getpwnam(u1).pw_uid} from=<{u1}@localhost>" in inst.log()
+    wait_for(lambda: f"uid={pwd.getpwnam(u1).pw_uid} from=<{u1}@localhost>" in inst.log(), 20, what="log line: " + f"uid={pwd.getpwnam(u1).pw_uid} from=<{u1}@localhost>"[:60])
     qid = deferred_ids(inst)[0]
     r = tool("mailq", inst, user=u2)                      # envelopes only, via showq
     assert r.returncode == 0 and qid.encode() in r.stdout and f"{u1}@localhost".encode() in r.stdout, r

@@ -108,7 +108,7 @@ def test_alias_list_one_copy_each_with_from_quoting(inst, users) -> None:
         st = os.stat(f"/var/mail/{u}")
         pw = pwd.getpwnam(u)
         assert (st.st_uid, st.st_mode & 0o777) == (pw.pw_uid, 0o600), f"{role}: owner {st.st_uid} mode {oct(st.st_mode)}"
-    assert "orig_to=<usuarios@localhost>" in inst.log()
+    wait_for(lambda: "orig_to=<usuarios@localhost>" in inst.log(), 20, what="log line: " + "orig_to=<usuarios@localhost>"[:60])
 
 
 @pytest.mark.skipif(not shutil.which("mail"), reason="mail not installed (Debian package mailutils)")
@@ -155,7 +155,7 @@ def test_loops_bounce_5_4_6(inst, users) -> None:
 def test_unknown_user_bounces_5_1_1(inst) -> None:
     send(inst, ["nosuchuser-zz@localhost"], b"Subject: nobody\r\n\r\nx\r\n")
     wait_for(lambda: 'status=bounced (unknown user: "nosuchuser-zz")' in inst.log(), what="bounce")
-    assert "dsn=5.1.1" in inst.log()
+    wait_for(lambda: "dsn=5.1.1" in inst.log(), 20, what="log line: " + "dsn=5.1.1"[:60])
 
 
 def test_only_master_and_local_keep_root(inst, users) -> None:

@@ -154,14 +154,14 @@ def test_body_checks_reject(inst):
         send(inst, "a@sender.example", ["demo@localhost"],
              b"Subject: body\r\n\r\nfine line\r\nsome forbidden body words here\r\nmore\r\n")
     assert (e.value.smtp_code, e.value.smtp_error) == (550, b"5.7.1 body rejected"), f"got {e.value}"
-    assert "reject: body some forbidden body words here from localhost[127.0.0.1]" in inst.log()
+    wait_for(lambda: "reject: body some forbidden body words here from localhost[127.0.0.1]" in inst.log(), what="log line: " + "reject: body some forbidden body words here from localhost[127.0.0.1]"[:60])
 
 
 def test_header_checks_hold_puts_message_in_hold(inst):
     before = inst.queue_count("hold")
     send(inst, "a@sender.example", ["demo@localhost"], b"Subject: hold me\r\n\r\nx\r\n")
     assert inst.queue_count("hold") == before + 1, "got no new file in hold/"
-    assert "hold: header Subject: hold me from localhost[127.0.0.1]" in inst.log()
+    wait_for(lambda: "hold: header Subject: hold me from localhost[127.0.0.1]" in inst.log(), what="log line: " + "hold: header Subject: hold me from localhost[127.0.0.1]"[:60])
     assert not any(m["Subject"] == "hold me" for m in messages(inst, "demo"))
 
 
@@ -170,7 +170,7 @@ def test_header_checks_discard_accepts_and_queues_nothing(inst):
     assert r == {}
     line = next(x for x in inst.log().splitlines() if "discard: header Subject: discard me" in x)
     qid = line.split(": discard: ")[0].rsplit(" ", 1)[-1]
-    assert f"{qid}: discarded" in inst.log(), f"no '{qid}: discarded' in the log"
+    wait_for(lambda: f"{qid}: discarded" in inst.log(), what="log line: " + f"{qid}: discarded"[:60])
     assert inst.cli("queue", "list", check=False).stdout.count(qid) == 0, "discarded mail is in the queue"
 
 
@@ -181,7 +181,7 @@ def test_header_checks_prepend_replace_ignore_warn(inst):
     assert m["X-Prepended"] == "yes" and m["X-Drop"] is None and m["X-Warn"] == "w"
     raw = m.as_string()
     assert raw.index("X-Prepended: yes") < raw.index("Subject: prepend me"), raw
-    assert "warning: header X-Warn: w from localhost[127.0.0.1]" in inst.log()
+    wait_for(lambda: "warning: header X-Warn: w from localhost[127.0.0.1]" in inst.log(), what="log line: " + "warning: header X-Warn: w from localhost[127.0.0.1]"[:60])
     send(inst, "a@sender.example", ["demo@localhost"], b"Subject: replace me\r\n\r\nx\r\n")
     find(inst, "demo", "replaced")
 

@@ -91,7 +91,7 @@ def test_5xx_bounce_is_rfc3464_with_the_remote_reply(peers, instances):
     original = returned.get_payload()[0]
     assert original["Subject"] == "dsn test" and "second body line" in original.get_content()
     # The notice itself came from the null sender.
-    assert "from=<>" in inst.log()
+    wait_for(lambda: "from=<>" in inst.log(), 20, what="log line: " + "from=<>"[:60])
 
 
 @needs_sink
@@ -128,7 +128,7 @@ def test_notify_never_gives_no_notice(peers, instances):
     inst = instances({"relayhost": f"[127.0.0.1]:{port}"})
     qid = send(inst, ["bob@tesis.com"], rcpt_options=["NOTIFY=NEVER"])
     settled(inst, qid)
-    assert "status=bounced" in inst.log()
+    wait_for(lambda: "status=bounced" in inst.log(), 20, what="log line: " + "status=bounced"[:60])
     assert notices(inst) == []
 
 
@@ -206,14 +206,14 @@ def test_null_sender_bounce_gets_no_notice_but_a_postmaster_double_bounce(peers,
     inst = instances({"relayhost": f"[127.0.0.1]:{port}", "2bounce_notice_recipient": "demo@localhost"})
     qid = send(inst, ["bob@tesis.com"], sender="")
     settled(inst, qid)
-    assert f"{qid}: postmaster non-delivery notification" in inst.log()
+    wait_for(lambda: f"{qid}: postmaster non-delivery notification" in inst.log(), 20, what="log line: " + f"{qid}: postmaster non-delivery notification"[:60])
     (msg,) = notices(inst)
     assert msg["Subject"] == "Postmaster Copy: Undelivered Mail"
     head, (rcpt,) = report(msg)
     assert head["X-Estafeta-Sender"] == "rfc822;" and rcpt["Status"] == "5.3.0", f"got {head} {rcpt}"
     assert list(msg.iter_parts())[2].get_content_type() == "text/rfc822-headers"
     # The double bounce comes from double_bounce_sender, so it can never bounce again.
-    assert "from=<double-bounce@" in inst.log()
+    wait_for(lambda: "from=<double-bounce@" in inst.log(), 20, what="log line: " + "from=<double-bounce@"[:60])
 
 
 @needs_sink

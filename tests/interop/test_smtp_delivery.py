@@ -395,13 +395,13 @@ def test_e2e_4xx_deferred_then_delivered(peers, instances):
     inst = instances({"relayhost": f"[127.0.0.1]:{port}"})
     send(inst, ["bob@tesis.com"])
     wait_for(lambda: "status=deferred" in inst.log(), 20, what="deferral")
-    assert "said: 450 4.3.0 Error: command failed (in reply to RCPT TO command)" in inst.log()
+    wait_for(lambda: "said: 450 4.3.0 Error: command failed (in reply to RCPT TO command)" in inst.log(), 20, what="log line: " + "said: 450 4.3.0 Error: command failed (in reply to RCPT TO command)"[:60])
     peers.stop()
     wait_for(lambda: not port_open("127.0.0.1", port), 10, what="soft sink gone")
     d = peers.sink("127.0.0.1", port, name="good")
     wait_for(lambda: dumped(d), 30, what="delivery after the sink came back")
     wait_for(lambda: inst.queue_count() == 0, 20, what="empty queue")
-    assert "status=sent" in inst.log()
+    wait_for(lambda: "status=sent" in inst.log(), 20, what="log line: " + "status=sent"[:60])
 
 
 @needs_sink
@@ -411,7 +411,7 @@ def test_e2e_5xx_bounced(peers, instances):
     inst = instances({"relayhost": f"[127.0.0.1]:{port}"})
     send(inst, ["bob@tesis.com"])
     wait_for(lambda: "status=bounced" in inst.log(), 20, what="bounce")
-    assert "said: 500 5.3.0 Error: command failed (in reply to RCPT TO command)" in inst.log()
+    wait_for(lambda: "said: 500 5.3.0 Error: command failed (in reply to RCPT TO command)" in inst.log(), 20, what="log line: " + "said: 500 5.3.0 Error: command failed (in reply to RCPT TO command)"[:60])
 
 
 @needs_sink

@@ -117,3 +117,31 @@ def test_setup_configures_the_process_log(tmp_path, monkeypatch) -> None:
     log.info("x")
     got = read_lines(tmp_path / "maillog")[0]
     assert " box estafeta/virtual[" in got, f"got {got!r}"
+
+
+def test_lines_of_one_loop_turn_go_out_in_one_write(tmp_path, monkeypatch) -> None:
+    import asyncio
+    import os as _os
+    from estafeta.core import maillog as ml
+    path = tmp_path / "maillog"
+    log = ml.MailLog("estafeta/smtpd", path=str(path), stderr=False, hostname="mx")
+    writes = []
+    real_write = _os.write
+
+    def counting_write(fd, data):
+        if fd == log.fd:
+            writes.append(bytes(data))
+        return real_write(fd, data)
+    monkeypatch.setattr(ml.os, "write", counting_write)
+
+    async def main():
+        log.info("one")
+        log.info("two")
+        assert path.read_text() == "", "lines must wait for the end of the loop turn"
+        await asyncio.sleep(0)
+    asyncio.run(main())
+    assert len(writes) == 1, f"got {len(writes)} writes, want 1"
+    lines = path.read_text().splitlines()
+    assert [l.split(": ", 1)[1] for l in lines] == ["one", "two"], f"got {lines}"
+    log.info("no loop: written at once")
+    assert len(writes) == 2
