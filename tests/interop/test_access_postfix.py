@@ -15,6 +15,7 @@ import tempfile
 import pytest
 
 from estafeta.testing.instance import Instance, free_port, wait_for
+from estafeta.testing.postfix import MASTER_CF
 
 POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
 POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
@@ -70,24 +71,6 @@ CASES = [(client, sender, rcpt)
     for rcpt in ("demo@localhost", "blocked@localhost", "x@other.example", "held@localhost")
 ] + [("127.0.0.1", "bulk@anywhere.example", "x@other.example"), ("127.0.0.1", "", "blocked@localhost")]
 
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n -  0 cleanup
-qmgr      unix n - n 300 1 qmgr
-rewrite   unix - - n -  - trivial-rewrite
-bounce    unix - - n -  0 bounce
-defer     unix - - n -  0 bounce
-trace     unix - - n -  0 bounce
-proxymap  unix - - n -  - proxymap
-smtp      unix - - n -  - smtp
-showq     unix n - n -  - showq
-error     unix - - n -  - error
-retry     unix - - n -  - error
-discard   unix - - n -  - discard
-anvil     unix - - n -  1 anvil
-postlog   unix-dgram n - n - 1 postlogd
-"""
 
 
 @pytest.fixture

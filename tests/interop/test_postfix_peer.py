@@ -11,11 +11,11 @@ import shutil
 import smtplib
 import subprocess
 import tempfile
-import time
 
 import pytest
 
 from estafeta.testing.instance import Instance, free_port, wait_for
+from estafeta.testing.postfix import MASTER_CF
 
 POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
 pytestmark = [
@@ -23,24 +23,6 @@ pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="a private Postfix instance needs root"),
 ]
 
-MASTER_CF = """\
-127.0.0.1:{port} inet n - n - - smtpd
-pickup    unix n - n 60 1 pickup
-cleanup   unix n - n -  0 cleanup
-qmgr      unix n - n 300 1 qmgr
-rewrite   unix - - n -  - trivial-rewrite
-bounce    unix - - n -  0 bounce
-defer     unix - - n -  0 bounce
-trace     unix - - n -  0 bounce
-proxymap  unix - - n -  - proxymap
-smtp      unix - - n -  - smtp
-showq     unix n - n -  - showq
-error     unix - - n -  - error
-retry     unix - - n -  - error
-virtual   unix - n n -  - virtual
-anvil     unix - - n -  1 anvil
-postlog   unix-dgram n - n - 1 postlogd
-"""
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ import os
 
 import pytest
 
-from estafeta.testing.instance import Instance
 from torture_support import CLASSES, REPORT, SCALE, _inputs
 
 
@@ -61,20 +60,3 @@ def pytest_terminal_summary(terminalreporter):
     if path:
         with open(path, "w") as f:
             json.dump({"scale": SCALE, "counts": dict(REPORT), "classes": CLASSES}, f, indent=1)
-
-
-@pytest.fixture
-def instance_factory():
-    """Real instances, cleaned up after the test (as tests/e2e/conftest.py)."""
-    made = []
-
-    def make(main=None, master_extra="", start=True):
-        inst = Instance(main=main, master_extra=master_extra).init()
-        made.append(inst)
-        if start:
-            inst.start()
-        return inst
-
-    yield make
-    for inst in made:
-        inst.cleanup()

@@ -1,3 +1,4 @@
+"""Fixtures shared by every test directory that runs real instances."""
 import pytest
 
 from estafeta.testing.instance import Instance
@@ -5,6 +6,8 @@ from estafeta.testing.instance import Instance
 
 @pytest.fixture
 def instance_factory():
+    """make(main={...}, master_extra="...", start=True): real instances, each in its own
+    directory on a free port, stopped and removed after the test."""
     made = []
 
     def make(main=None, master_extra="", start=True):
