@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from ..core.errors import ConfigError
 from . import TableTempError
-from .source import FileWatch, inline_lines, logical_lines
+from .source import RuleFileTable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -68,28 +68,13 @@ def parse_network(pattern: str) -> Network:
                          f' "{net}" instead') from None
 
 
-class CidrTable:
+class CidrTable(RuleFileTable):
     kind = "cidr"
 
     def __init__(self, name: str) -> None:
         self.name = f"cidr:{name}"
         self.rules: list[CidrRule] = []
-        self.watch: FileWatch | None = None
-        if name.lstrip().startswith("{"):
-            self._build(inline_lines(name, self.name), self.name)
-        else:
-            self.watch = FileWatch(name)
-            self._load()
-
-    def _load(self) -> None:
-        assert self.watch is not None
-        try:
-            text = self.watch.read()
-        except FileNotFoundError:
-            raise ConfigError(self.watch.path, 0, "table file not found") from None
-        except OSError as e:
-            raise TableTempError(f"{self.name}: {e}") from e
-        self._build(logical_lines(text, self.watch.path), self.watch.path)
+        self._open_source(name)
 
     def _build(self, lines: list[tuple[int, str]], path: str) -> None:
         rules: list[CidrRule] = []

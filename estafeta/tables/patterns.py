@@ -33,7 +33,7 @@ from ..core.errors import ConfigError
 from . import TableTempError
 from .pcre_re import translate_pcre
 from .posix_re import RegexSyntaxError, translate_posix
-from .source import FileWatch, inline_lines, logical_lines
+from .source import RuleFileTable
 
 _REF = re.compile(rb"\$(?:(\$)|\{([^}]*)\}|\(([^)]*)\)|([A-Za-z0-9_]+))")
 
@@ -78,7 +78,7 @@ def _parse_result(text: str, groups: int, negate: bool) -> tuple[bytes | int, ..
     return tuple(pieces)
 
 
-class PatternTable:
+class PatternTable(RuleFileTable):
     """Base of RegexpTable and PcreTable: parsing, if/endif, reopen-on-change."""
 
     kind = ""
@@ -90,22 +90,7 @@ class PatternTable:
         self.name = f"{self.kind}:{name}"
         self.warnings: list[str] = []
         self.rules: list[Rule] = []
-        self.watch: FileWatch | None = None
-        if name.lstrip().startswith("{"):
-            self._build(inline_lines(name, self.name), self.name)
-        else:
-            self.watch = FileWatch(name)
-            self._load()
-
-    def _load(self) -> None:
-        assert self.watch is not None
-        try:
-            text = self.watch.read()
-        except FileNotFoundError:
-            raise ConfigError(self.watch.path, 0, "table file not found") from None
-        except OSError as e:
-            raise TableTempError(f"{self.name}: {e}") from e
-        self._build(logical_lines(text, self.watch.path), self.watch.path)
+        self._open_source(name)
 
     def _build(self, lines: list[tuple[int, str]], path: str) -> None:
         rules: list[Rule] = []

@@ -85,3 +85,34 @@ class FileWatch:
 
     def changed(self) -> bool:
         return self._ident(os.stat(self.path)) != self.ident
+
+
+class RuleFileTable:
+    """What the rule-file tables (regexp, pcre, cidr) share: the source is either an
+    inline `{ rule, rule }` list or a file watched for changes; the subclass parses the
+    logical lines in `_build(lines, path)`."""
+
+    name: str
+    watch: "FileWatch | None"
+
+    def _open_source(self, name: str) -> None:
+        self.watch = None
+        if name.lstrip().startswith("{"):
+            self._build(inline_lines(name, self.name), self.name)
+        else:
+            self.watch = FileWatch(name)
+            self._load()
+
+    def _load(self) -> None:
+        from . import TableTempError
+        assert self.watch is not None
+        try:
+            text = self.watch.read()
+        except FileNotFoundError:
+            raise ConfigError(self.watch.path, 0, "table file not found") from None
+        except OSError as e:
+            raise TableTempError(f"{self.name}: {e}") from e
+        self._build(logical_lines(text, self.watch.path), self.watch.path)
+
+    def _build(self, lines: list[tuple[int, str]], path: str) -> None:
+        raise NotImplementedError
