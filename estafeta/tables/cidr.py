@@ -23,7 +23,6 @@ import ipaddress
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
-from . import TableTempError
 from .source import RuleFileTable
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -117,15 +116,6 @@ class CidrTable(RuleFileTable):
         if open_ifs:
             raise ConfigError(path, rules[open_ifs[-1]].line, "if has no matching endif")
         self.rules = rules
-
-    def _fresh(self) -> None:
-        if self.watch is None:
-            return
-        try:
-            if self.watch.changed():
-                self._load()
-        except (OSError, ConfigError) as e:
-            raise TableTempError(f"{self.name}: {e}") from e
 
     def lookup(self, key: str) -> str | None:
         self._fresh()

@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 from ..core.errors import ConfigError
-from . import TableTempError
 from .pcre_re import translate_pcre
 from .posix_re import RegexSyntaxError, translate_posix
 from .source import RuleFileTable
@@ -161,16 +160,6 @@ class PatternTable(RuleFileTable):
         raise NotImplementedError
 
     # -- lookups ---------------------------------------------------------------------------
-    def _fresh(self) -> None:
-        if self.watch is None:
-            return
-        try:
-            if self.watch.changed():
-                self._load()
-        except (OSError, ConfigError) as e:
-            # Edited into a bad state while running: defer rather than answer wrongly.
-            raise TableTempError(f"{self.name}: {e}") from e
-
     def lookup(self, key: str) -> str | None:
         self._fresh()
         k = key.encode("utf-8", "surrogateescape")

@@ -114,5 +114,17 @@ class RuleFileTable:
             raise TableTempError(f"{self.name}: {e}") from e
         self._build(logical_lines(text, self.watch.path), self.watch.path)
 
+    def _fresh(self) -> None:
+        """Reread a changed file before a lookup. Edited into a bad state while
+        running: defer (TableTempError) rather than answer wrongly."""
+        from . import TableTempError
+        if self.watch is None:
+            return
+        try:
+            if self.watch.changed():
+                self._load()
+        except (OSError, ConfigError) as e:
+            raise TableTempError(f"{self.name}: {e}") from e
+
     def _build(self, lines: list[tuple[int, str]], path: str) -> None:
         raise NotImplementedError
