@@ -32,6 +32,7 @@ Next: daemons/cleanup.py (where these run), core/resolve.py (address classes).
 from __future__ import annotations
 
 import email.utils
+import re
 from collections.abc import Callable, Sequence
 
 from ..tables import Table, TableList, TableTempError, open_table, split_table_list
@@ -41,6 +42,15 @@ from .errors import TempFail
 ENV_SENDER, ENV_RECIPIENT = "envelope_sender", "envelope_recipient"
 HDR_SENDER, HDR_RECIPIENT = "header_sender", "header_recipient"
 CANONICAL_RECURSION = 10
+
+# One plain, fully qualified address, optionally after an unquoted display name:
+# `a@b.example`, `<a@b.example>`, `Joe Bloggs <a@b.example>`. With no canonical or
+# masquerading tables, such a header has nothing to rewrite (qualify() leaves a
+# dotted domain alone), so header() skips the full RFC 5322 parse for it.
+_PLAIN_QUALIFIED = re.compile(
+    r"[ \t]*(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+[ \t]+)*"
+    r"(?:<[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+>"
+    r"|[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)[ \t]*\n?")
 
 # Which headers hold sender and which recipient addresses (the classes above).
 SENDER_HEADERS = frozenset({"from", "sender", "resent-from", "resent-sender", "errors-to",
@@ -242,6 +252,8 @@ class Rewriter:
         key = name.strip().lower()
         cls = HDR_SENDER if key in SENDER_HEADERS else HDR_RECIPIENT if key in RECIPIENT_HEADERS else None
         if cls is None:
+            return None
+        if not self.rewrites_headers and _PLAIN_QUALIFIED.fullmatch(value):
             return None
         pairs = email.utils.getaddresses([value])
         changes = []

@@ -106,6 +106,8 @@ class Cleanup:
         self.remote_domain = cfg.get("remote_header_rewrite_domain")
         self.rewrite_clients = [x.lower() for x in cfg.get_list("local_header_rewrite_clients")]
         self.interfaces = {x.strip("[]") for x in cfg.get_list("inet_interfaces")}
+        self._domain_cache: dict[str, str | None] = {}     # client address -> header_domain
+        self._dates: tuple[int, str] = (-1, "")
         self.mynetworks = []
         for item in cfg.get_list("mynetworks"):
             try:
@@ -117,6 +119,16 @@ class Cleanup:
         """What bare header addresses get, or None: headers are not rewritten
         (local_header_rewrite_clients, remote_header_rewrite_domain)."""
         addr = attrs.get("client_address", "")
+        try:
+            return self._domain_cache[addr]
+        except KeyError:
+            pass
+        if len(self._domain_cache) >= 4096:
+            self._domain_cache.clear()
+        domain = self._domain_cache[addr] = self._header_domain(addr)
+        return domain
+
+    def _header_domain(self, addr: str) -> str | None:
         if not addr or "static:all" in self.rewrite_clients:
             return self.myorigin
         try:
@@ -131,6 +143,13 @@ class Cleanup:
             if "permit_mynetworks" in self.rewrite_clients and any(ip in n for n in self.mynetworks):
                 return self.myorigin
         return self.remote_domain or None
+
+    def date(self, when: float) -> str:
+        """RFC 5322 date of `when` in local time (one formatting per second)."""
+        sec = int(when)
+        if self._dates[0] != sec:
+            self._dates = (sec, email.utils.formatdate(sec, localtime=True))
+        return self._dates[1]
 
     def open(self, queue_id: str, sender: str, recipients: list[tuple[str, dict[str, str]]],
              attrs: dict[str, str], arrival: float | None = None) -> "CleanupTxn":
@@ -317,7 +336,7 @@ class CleanupTxn:
         else:
             mid = _header_value(head, b"message-id")
         if b"date" not in present:
-            w.write(f"Date: {email.utils.formatdate(self.arrival, localtime=True)}\n".encode())
+            w.write(f"Date: {self.owner.date(self.arrival)}\n".encode())
         if b"from" not in present:
             w.write(f"From: <{self.sender or 'MAILER-DAEMON'}>\n".encode("utf-8", "surrogateescape"))
         if rest.startswith(b"\n"):
@@ -334,7 +353,7 @@ class CleanupTxn:
         proto = a.get("protocol", "ESMTP")
         frm = f"from {helo} ({client})\n\t" if a.get("client_address") else ""
         forr = f"\n\tfor <{self.recipients[0][0]}>" if len(self.recipients) == 1 else ""
-        date = email.utils.formatdate(self.arrival, localtime=True)
+        date = self.owner.date(self.arrival)
         text = f"Received: {frm}by {self.owner.hostname} (estafeta) with {proto} id {self.queue_id}{forr};\n\t{date}\n"
         return text.encode("utf-8", "surrogateescape")
 
@@ -363,18 +382,8 @@ class CleanupTxn:
             self.writer.abort()
             maillog.log.info(f"{self.queue_id}: discarded: {maillog.esc(v.discard)}")
             return "discarded"
-        hold = self.owner.store.path("hold")
         try:
-            if v.redirect or v.filter or v.bcc:
-                await asyncio.to_thread(self._new_envelope)
-            if v.hold:
-                self.writer.final = os.path.join(hold, self.queue_id)
-            await asyncio.to_thread(self.writer.commit)
-            if v.hold:
-                if self.owner.sync:
-                    await asyncio.to_thread(fsync_dir, hold)
-            else:
-                await self.owner.syncer.sync()
+            await asyncio.get_running_loop().run_in_executor(None, self._commit_blocking)
         except BaseException:
             self.writer.abort()
             raise
@@ -382,6 +391,22 @@ class CleanupTxn:
             return "held"      # qmgr does not see it until it is released
         self.owner.trigger.send(self.queue_id)
         return "queued"
+
+    def _commit_blocking(self) -> None:
+        """Everything that waits for the disk, in one thread: rewrite the envelope
+        if an action changed it, write, fsync, rename, then share a directory fsync."""
+        v = self.verdict
+        if v.redirect or v.filter or v.bcc:
+            self._new_envelope()
+        if v.hold:
+            hold = self.owner.store.path("hold")
+            self.writer.final = os.path.join(hold, self.queue_id)
+            self.writer.commit()
+            if self.owner.sync:
+                fsync_dir(hold)
+        else:
+            self.writer.commit()
+            self.owner.syncer.sync_blocking()
 
     def _new_envelope(self) -> None:
         """REDIRECT, FILTER, BCC decided after the envelope was written: write the

@@ -175,7 +175,7 @@ async def _idle_exit(ctx: ServiceContext) -> None:
 # Blocking file work (fsync above all) runs in threads. ext4 and xfs merge concurrent
 # fsyncs into one journal commit, so the more sessions wait at once, the more one disk
 # flush serves: the pool must not be the bottleneck (asyncio's default is cpu+4).
-IO_THREADS = 64
+IO_THREADS = int(os.environ.get("ESTAFETA_IO_THREADS", "64"))
 
 
 async def _run(ctx: ServiceContext, module) -> None:

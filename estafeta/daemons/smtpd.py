@@ -78,6 +78,7 @@ class SmtpdConfig:
         self.hard_errors = cfg.get_int("smtpd_hard_error_limit")
         self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
         self.mynetworks = parse_networks(cfg.get_list("mynetworks"))
+        self._mynetworks_cache: dict[str, bool] = {}    # client address -> in mynetworks
         self.resolver = Resolver(cfg)
         self.virtual_maps = TableList(cfg.get("virtual_mailbox_maps"))
         self.unknown_codes = {LOCAL: cfg.get_int("unknown_local_recipient_reject_code"),
@@ -107,13 +108,20 @@ class SmtpdConfig:
         return self.board.total() if self.board is not None else self.sessions
 
     def in_mynetworks(self, addr: str) -> bool:
+        known = self._mynetworks_cache.get(addr)
+        if known is not None:
+            return known
         try:
             ip = ipaddress.ip_address(addr.split("%", 1)[0])
         except ValueError:
             return False
         if ip.version == 6 and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
-        return any(ip in n for n in self.mynetworks)
+        known = any(ip in n for n in self.mynetworks)
+        if len(self._mynetworks_cache) >= 4096:     # many clients: start over
+            self._mynetworks_cache.clear()
+        self._mynetworks_cache[addr] = known
+        return known
 
     # -- policy.restrictions.Site: what the restriction lists ask about this system ------
 

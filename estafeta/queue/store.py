@@ -53,6 +53,49 @@ class DirSyncer:
         self._running: asyncio.Future[None] | None = None
         self._next: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
+        # sync_blocking()'s side: rounds started / finished, and failed rounds' errors
+        self._cond = threading.Condition()
+        self._started = 0
+        self._finished = 0
+        self._busy = False
+        self._errors: dict[int, OSError] = {}
+
+    def sync_blocking(self) -> None:
+        """The same promise as sync(), for a caller in a thread: returns once an fsync
+        of the directory that started after the call has finished. Threads that
+        arrive while one fsync runs share the next one (leader/followers), so a
+        message's whole commit (write, fsync, rename, directory fsync) costs one
+        hand-off between the event loop and a thread instead of two."""
+        if not self.enabled:
+            return
+        with self._cond:
+            target = self._started + 1       # the first round that starts after now
+            while self._finished < target:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                self._busy = True
+                self._started += 1
+                mine = self._started
+                self._cond.release()
+                err: OSError | None = None
+                try:
+                    fsync_dir(self.path)
+                except OSError as e:
+                    err = e
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    self._finished = mine
+                    if err is not None:
+                        self._errors[mine] = err
+                    self._cond.notify_all()
+            err = self._errors.get(target)
+            if len(self._errors) > 1024:                # old failed rounds nobody waits for
+                for k in [k for k in self._errors if k < self._finished - 512]:
+                    del self._errors[k]
+        if err is not None:
+            raise err
 
     async def sync(self) -> None:
         if not self.enabled:

@@ -178,3 +178,40 @@ def test_header_rewriting_keeps_display_names_and_comments(tmp_path):
     check(r.header("Subject", " joe@mx.example.org", "example.org"), None)
     check(r.header("Cc", " nobody@else.example", "example.org"), None)
     check(r.header("To", " undisclosed-recipients:;", "example.org"), None)
+
+
+# --- header(): the fast path for plain qualified addresses ------------------------------
+def test_plain_qualified_header_fast_path_agrees_with_the_full_parse():
+    """With no canonical/masquerade tables, header() skips the RFC 5322 parse for one
+    plain qualified address; whatever it skips must be a header the parse leaves alone,
+    and headers that do need qualifying still get it."""
+    from hypothesis import given, settings, strategies as st
+    from estafeta.core import rewrite as mod
+
+    r = rw("append_dot_mydomain = yes\n")
+    assert not r.rewrites_headers
+    atoms = st.sampled_from(["joe", "a.b", "x-y", "Joe", "q+tag", "", "a b", '"q"', "(c)", "@", ".", "<", ">",
+                             ",", "host", "example.org", "b.example.", "[1.2.3.4]", " ", "\t", ";", ":"])
+
+    @settings(max_examples=400, deadline=None, derandomize=True, database=None)
+    @given(st.lists(atoms, max_size=8).map("".join))
+    def agree(value):
+        fast = mod._PLAIN_QUALIFIED.fullmatch(value) is not None
+        saved = mod._PLAIN_QUALIFIED
+        try:
+            mod._PLAIN_QUALIFIED = type("Never", (), {"fullmatch": staticmethod(lambda v: None)})
+            slow = r.header("To", value, "example.org")
+        finally:
+            mod._PLAIN_QUALIFIED = saved
+        if fast:
+            assert slow is None, f"fast path skipped {value!r}, full parse rewrites it to {slow!r}"
+        assert r.header("To", value, "example.org") == slow
+
+    agree()
+    for value in (" joe@host.example.org", " <joe@a.example>", " Joe Bloggs <joe@a.example>\n"):
+        assert mod._PLAIN_QUALIFIED.fullmatch(value), value
+    # these need work, so the fast path must not take them
+    for value, want in ((" joe", " joe@example.org"), (" joe@host", " joe@host.example.org"),
+                        (" joe@a.example.", " joe@a.example")):
+        assert not mod._PLAIN_QUALIFIED.fullmatch(value), value
+        check(r.header("To", value, "example.org"), want)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 
 import pytest
 
@@ -300,3 +301,85 @@ def test_writer_small_message_touches_disk_only_at_commit(qs: QueueStore) -> Non
     assert not os.path.exists(w.tmp), "a small message must not be opened before commit"
     w.abort()
     assert qs.unfinished("incoming") == [] and qs.list("incoming") == []
+
+
+# --- DirSyncer.sync_blocking: the same promise, for callers in threads --------------
+def checked_sync_blocking(syncer: DirSyncer, fake: FakeFsync) -> None:
+    started_at_call = fake.started
+    syncer.sync_blocking()
+    assert fake.finished > started_at_call, (
+        f"got {fake.finished} fsyncs finished at return, want more than the {started_at_call} started at call")
+
+
+def test_blocking_concurrent_syncs_share_fsyncs(tmp_path, monkeypatch) -> None:
+    fake = FakeFsync()
+    slow = lambda path: (time.sleep(0.02), fake(path))   # noqa: E731 - a disk that takes its time
+    monkeypatch.setattr(store, "fsync_dir", slow)
+    syncer = DirSyncer(str(tmp_path))
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(50)
+
+    def one() -> None:
+        barrier.wait(10)
+        try:
+            checked_sync_blocking(syncer, fake)
+        except BaseException as e:      # noqa: BLE001 - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert not errors, errors
+    assert fake.started == fake.finished
+    assert 1 <= fake.started <= 10, f"got {fake.started} fsyncs for 50 threads, want them shared"
+
+
+def test_blocking_sequential_syncs_each_fsync(fake: FakeFsync, tmp_path) -> None:
+    syncer = DirSyncer(str(tmp_path))
+    for _ in range(4):
+        checked_sync_blocking(syncer, fake)
+    assert fake.started == 4
+
+
+def test_blocking_caller_during_running_fsync_waits_for_the_next(tmp_path, monkeypatch) -> None:
+    fake = FakeFsync(gated=True)
+    monkeypatch.setattr(store, "fsync_dir", fake)
+    syncer = DirSyncer(str(tmp_path))
+    first = threading.Thread(target=checked_sync_blocking, args=(syncer, fake))
+    first.start()
+    assert fake.entered.acquire(timeout=10), "first fsync never started"
+    late_done = threading.Event()
+
+    def late() -> None:
+        checked_sync_blocking(syncer, fake)
+        late_done.set()
+
+    late_threads = [threading.Thread(target=late) for _ in range(10)]
+    for t in late_threads:
+        t.start()
+    time.sleep(0.05)
+    fake.release.release()                       # finish fsync #1: it does not cover the late ones
+    first.join(10)
+    assert not late_done.is_set(), "a late caller returned on the fsync that began before it"
+    assert fake.entered.acquire(timeout=10), "second fsync never started"
+    fake.release.release()
+    for t in late_threads:
+        t.join(10)
+    assert late_done.is_set()
+    assert (fake.started, fake.finished) == (2, 2), f"got {(fake.started, fake.finished)}, want (2, 2)"
+
+
+def test_blocking_fsync_error_reaches_its_callers_only(fake: FakeFsync, tmp_path) -> None:
+    syncer = DirSyncer(str(tmp_path))
+    fake.fail_next = OSError(5, "Input/output error")
+    with pytest.raises(OSError):
+        syncer.sync_blocking()
+    checked_sync_blocking(syncer, fake)          # the next round works
+    assert fake.started == 2
+
+
+def test_blocking_disabled_never_fsyncs(fake: FakeFsync, tmp_path) -> None:
+    DirSyncer(str(tmp_path), enabled=False).sync_blocking()
+    assert fake.started == 0
