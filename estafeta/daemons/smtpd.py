@@ -18,6 +18,7 @@ Next: policy/restrictions.py, cleanup.py.
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import mmap
 import os
@@ -89,6 +90,7 @@ class SmtpdConfig:
         self.helo = R.helo_reply(self.hostname)
         self.sessions = 0
         self.max_sessions = 0
+        self.acceptor: Acceptor | None = None
         # After cleanup: the unlisted-recipient checks ask its rewriter (self.unlisted).
         self.policy = P.Policy(
             {stage: cfg.get(f"smtpd_{stage}_restrictions") for stage in P.STAGES}, self, open_table,
@@ -200,6 +202,8 @@ class Session(asyncio.Protocol):
         self.sc.sessions -= 1
         if self.sc.board is not None:
             self.sc.board.publish(self.sc.sessions)
+        if self.sc.acceptor is not None:
+            self.sc.acceptor.resume()          # a slot is free: accept again if paused
         self.timer.cancel() if hasattr(self, "timer") else None
         if self.txn is not None and not self.busy:
             self.txn.abort()
@@ -485,6 +489,101 @@ DISPATCH = {
 }
 
 
+class Acceptor:
+    """Accepts clients while there is room, as Postfix's master does: at the process
+    limit (maxproc, counted across workers on the session board) it stops accepting,
+    and new clients wait in the kernel's listen queue for a free slot ("new clients
+    may experience noticeable delays"), instead of each costing an accept, a 421 and
+    a close. Under a flood, CPU then goes to the sessions in hand, so mail keeps
+    being accepted at the sustainable rate. accept() failing for want of descriptors
+    (EMFILE, ENFILE) pauses accepting briefly too: the client waits, nothing spins."""
+
+    BURST = 32          # accepts per readiness event: other sessions' turns come between
+
+    def __init__(self, loop, sock, sc: "SmtpdConfig", service: str) -> None:
+        self.loop, self.sock, self.sc, self.service = loop, sock, sc, service
+        self.reading = False
+        self.stopped = False
+        self.starting = 0           # accepted, transport not yet made
+        self.warned = {"limit": -1e9, "fd": -1e9}
+        self.backoff: asyncio.TimerHandle | None = None    # after EMFILE: no accepts until it fires
+        self.poll: asyncio.TimerHandle | None = None       # at the limit: look again (other workers)
+        sock.setblocking(False)
+
+    def full(self) -> bool:
+        sc = self.sc
+        return bool(sc.max_sessions) and sc.total_sessions() + self.starting >= sc.max_sessions
+
+    def resume(self) -> None:
+        if self.reading or self.stopped or self.backoff is not None:
+            return
+        if self.full():
+            self._poll()
+            return
+        self.loop.add_reader(self.sock.fileno(), self._readable)
+        self.reading = True
+
+    def pause(self) -> None:
+        if self.reading:
+            self.loop.remove_reader(self.sock.fileno())
+            self.reading = False
+
+    def stop(self) -> None:
+        self.stopped = True
+        self.pause()
+        for h in (self.backoff, self.poll):
+            if h is not None:
+                h.cancel()
+
+    def _poll(self) -> None:
+        if self.poll is None and not self.stopped:
+            def again() -> None:
+                self.poll = None
+                self.resume()
+            self.poll = self.loop.call_later(0.25, again)
+
+    def _warn(self, kind: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self.warned[kind] >= 60:
+            self.warned[kind] = now
+            maillog.log.warning(text)
+
+    def _readable(self) -> None:
+        for _ in range(self.BURST):
+            if self.full():
+                self._warn("limit", f'service "smtpd" ({self.service}) has reached its process limit '
+                                    f'"{self.sc.max_sessions}": new clients may experience noticeable delays')
+                self.pause()
+                self._poll()
+                return
+            try:
+                conn, _ = self.sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    self._warn("fd", f"accept: {e.strerror}: new clients wait until sessions end")
+                    self.pause()
+                    if self.backoff is None and not self.stopped:
+                        def again() -> None:
+                            self.backoff = None
+                            self.resume()
+                        self.backoff = self.loop.call_later(0.1, again)
+                    return
+                continue                # ECONNABORTED and the like: that client is gone
+            self.starting += 1
+            self.loop.create_task(self._start(conn))
+
+    async def _start(self, conn) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: Session(self.sc), conn)
+        except Exception as e:          # the client left already, or no descriptor for the loop
+            conn.close()
+            maillog.log.warning(f"cannot start a session: {e}")
+        finally:
+            self.starting -= 1
+
+
 async def serve(ctx) -> None:
     sc = SmtpdConfig(ctx.cfg, ctx.store)
     if ctx.args:
@@ -494,9 +593,10 @@ async def serve(ctx) -> None:
         sc.board.publish(0)
     loop = asyncio.get_running_loop()
     sock = ctx.listen_socket
-    server = await loop.create_server(lambda: Session(sc), sock=sock, backlog=1024)
+    sc.acceptor = Acceptor(loop, sock, sc, ctx.service)
+    sc.acceptor.resume()
     await ctx.stopping.wait()
-    server.close()
+    sc.acceptor.stop()
     # Graceful stop: sessions in hand may finish (up to 10 s).
     deadline = time.monotonic() + 10
     while sc.sessions > 0 and time.monotonic() < deadline:
