@@ -145,6 +145,8 @@ class HostileMX:
         self.mode = "ok"
         self.received: list[bytes] = []
         self.sent_junk = 0
+        self.injected = 0
+        self.after_inject: list[bytes] = []
         self.loop = asyncio.new_event_loop()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
@@ -197,7 +199,18 @@ class HostileMX:
                     if mode == "endless_ehlo":
                         await self.junk(w, b"250-" + b"z" * 70 + b"\r\n")
                         return
-                    w.write(b"250-hostile.example\r\n250 8BITMIME\r\n")
+                    tls = b"250-STARTTLS\r\n" if mode == "starttls_inject" else b""
+                    w.write(b"250-hostile.example\r\n" + tls + b"250 8BITMIME\r\n")
+                elif line.upper().startswith(b"STARTTLS") and mode == "starttls_inject":
+                    # CVE-2011-0411 class: replies to commands the client has not sent
+                    # yet, in the same segment as the 220, as if they came over TLS.
+                    self.injected += 1
+                    w.write(b"220 2.0.0 Ready to start TLS\r\n250-hostile.example\r\n250 8BITMIME\r\n"
+                            b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n250 2.0.0 fake queued\r\n")
+                    await w.drain()
+                    rest = await r.read(65536)          # a TLS ClientHello, or the client leaving
+                    self.after_inject.append(rest)
+                    return
                 elif verb == b"DATA":
                     data_mode = True
                     w.write(b"354 go\r\n")
@@ -294,6 +307,35 @@ def test_endless_or_huge_reply_defers_with_bounded_memory(mx_instance):
         mx.mode = "ok"
         wait_for(lambda: tags_in_bytes(mx.received)[f"evil-{mode}"], 30, what=f"delivery after {mode}")
     assert mx.sent_junk < HostileMX.LIMIT * 4
+
+
+@pytest.mark.klass("hostile: STARTTLS response injection (smtp client)")
+@pytest.mark.parametrize("level", ["may", "encrypt"])
+def test_starttls_response_injection_is_refused(level):
+    """A server that sends replies after its 220 to STARTTLS, in the same segment,
+    hopes the client reads them as answers over TLS. The smtp agent must notice the
+    buffered plaintext, send nothing more in that session (no TLS ClientHello, no
+    MAIL), and defer; once the server behaves, the message goes out once."""
+    mx = HostileMX()
+    inst = Instance(main={"relayhost": f"[127.0.0.1]:{mx.port}", "smtp_tls_security_level": level,
+                          "smtp_connection_cache_time_limit": "0s"}).init().start()
+    try:
+        mx.mode = "starttls_inject"
+        _send_remote(inst, "inject")
+        count("faults injected")
+        wait_for(lambda: any("status=deferred" in ln for ln in _status_lines(inst)), 30, what="a deferral")
+        line = [ln for ln in _status_lines(inst) if "status=deferred" in ln][0]
+        assert "sent data after the STARTTLS reply" in line, f"got {line!r}"
+        assert mx.injected >= 1 and mx.received == [], f"injected {mx.injected}, received {len(mx.received)}"
+        assert all(not rest for rest in mx.after_inject), \
+            f"the client sent {mx.after_inject[0][:40]!r} after an injected STARTTLS reply, want nothing"
+        assert not any("status=sent" in ln for ln in _status_lines(inst))
+        if level == "may":              # a server without STARTTLS gets the mail in plaintext
+            mx.mode = "ok"
+            wait_for(lambda: tags_in_bytes(mx.received)["inject"] == 1, 60, what="delivery once the MX behaves")
+    finally:
+        inst.cleanup()
+        mx.stop()
 
 
 @pytest.mark.klass("fault: DNS server down")
