@@ -268,7 +268,13 @@ class MainConfig:
             chosen = then if is_set else otherwise
         else:
             chosen = None if is_set else then
-        return self._expand(chosen, stack) if chosen else ""
+        if not chosen:
+            return ""
+        # A nested conditional counts as one more level, like a $name: the
+        # limit bounds ${a?${a?...}} too (Postfix: "unreasonable macro call nesting").
+        if len(stack) > _MAX_DEPTH:
+            self._bad(stack, "macro nesting too deep")
+        return self._expand(chosen, [*stack, ""])
 
     def _braced_alternatives(self, rest: str, stack: list[str], inner: str) -> tuple[str, str | None]:
         """Parse "{a}" or "{a}:{b}" from a conditional.
@@ -407,18 +413,15 @@ def edit_main_cf(path: str, settings: Mapping[str, str]) -> None:
     # Check the file is sane before rewriting it.
     MainConfig.parse("".join(lines), path)
 
-    # Which parameter does each line belong to (start line or continuation)?
+    # Which parameter does each line belong to (start line or continuation)? Named
+    # from the whole logical line: "name" alone may be followed by " = value".
     owner: list[tuple[str, bool] | None] = [None] * len(lines)
-    current: str | None = None
-    for idx, line in enumerate(lines):
-        if _is_comment_or_blank(line):
-            continue
-        if line[0].isspace():
-            if current is not None:
+    for start, end, logical in _logical_lines("".join(lines), path):
+        current, _ = parse_setting(logical, path, start)
+        owner[start - 1] = (current, True)
+        for idx in range(start, end):
+            if not _is_comment_or_blank(lines[idx]):
                 owner[idx] = (current, False)
-            continue
-        current, _ = parse_setting(line, path, idx + 1)
-        owner[idx] = (current, True)
 
     done: set[str] = set()
     out: list[str] = []

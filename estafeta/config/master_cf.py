@@ -173,13 +173,13 @@ def parse_master_cf(text: str, path: str = "master.cf", *,
         w = wakeup[:-1] if conditional else wakeup
         if w == "-" and not conditional:
             wake = 0
-        elif w.isdigit():
+        elif w.isascii() and w.isdigit():      # not "²": int() refuses it
             wake = int(w)
         else:
             raise ConfigError(path, line, f"bad wakeup time: {wakeup!r}")
         if maxproc == "-":
             procs = default_process_limit
-        elif maxproc.isdigit():
+        elif maxproc.isascii() and maxproc.isdigit():
             procs = int(maxproc)
         else:
             raise ConfigError(path, line, f"bad process limit: {maxproc!r}")

@@ -79,7 +79,8 @@ class ClientCodec:
             if raw.endswith(b"\r"):
                 raw = raw[:-1]
             line = raw.decode("utf-8", "replace")
-            if len(line) < 3 or not line[:3].isdigit() or line[0] not in "12345" \
+            # isascii: str.isdigit() is also true for "²" and "١", which int() refuses or reads.
+            if len(line) < 3 or not line[:3].isascii() or not line[:3].isdigit() or line[0] not in "12345" \
                     or (len(line) > 3 and line[3] not in " -"):
                 raise ReplyError(f"malformed reply line: {line[:80]!r}")
             code = int(line[:3])
@@ -152,7 +153,7 @@ def parse_extensions(reply: Reply) -> Extensions:
     size: int | None = None
     if "SIZE" in kw:
         v = kw["SIZE"].split()[0] if kw["SIZE"].split() else "0"
-        size = int(v) if v.isdigit() and len(v) < 19 else 0
+        size = int(v) if v.isascii() and v.isdigit() and len(v) < 19 else 0
     return Extensions(
         esmtp=True, pipelining="PIPELINING" in kw, size=size, eightbitmime="8BITMIME" in kw,
         smtputf8="SMTPUTF8" in kw, starttls="STARTTLS" in kw, dsn="DSN" in kw,

@@ -183,14 +183,18 @@ class ServerConnection:
             held = len(buf) - pos
             if self._discarding or held > self.max_line:
                 # Do not buffer unbounded input: drop it, answer once the line ends.
+                # Keep the last byte: it may be the CR of the line's CRLF, and a
+                # bare LF must close the session however the line arrived.
                 self._discarding = True
-                self._pos, self._scanned = len(buf), 0
+                self._pos, self._scanned = len(buf) - 1, 1
             else:
                 self._scanned = held
             return self._no_event()
         self._pos, self._scanned = nl + 1, 0
         if self._discarding:
             self._discarding = False
+            if buf[nl - 1] != 0x0D:
+                return self._expect(BadCommand(R.BARE_LF_COMMAND))
             return self._expect(BadCommand(R.LINE_TOO_LONG))
         if nl == pos or buf[nl - 1] != 0x0D:
             return self._expect(BadCommand(R.BARE_LF_COMMAND))
@@ -218,16 +222,18 @@ class ServerConnection:
 
     # Command parsers: text after the verb -> event, or the reply refusing it.
 
+    # The name's words are joined with one space, as Postfix's smtpd does: a TAB
+    # (allowed in command lines) must not reach the helo_name queue file record.
     def _helo(self, arg: str) -> Event | Reply:
-        name = arg.strip()
+        name = " ".join(arg.split())
         return Helo(name) if name else R.SYNTAX_HELO
 
     def _ehlo(self, arg: str) -> Event | Reply:
-        name = arg.strip()
+        name = " ".join(arg.split())
         return Ehlo(name) if name else R.SYNTAX_EHLO
 
     def _lhlo(self, arg: str) -> Event | Reply:
-        name = arg.strip()
+        name = " ".join(arg.split())
         return Lhlo(name) if name else R.SYNTAX_LHLO
 
     def _mail(self, arg: str) -> Event | Reply:

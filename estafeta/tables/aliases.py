@@ -116,6 +116,8 @@ def _split_name(text: str, where: str, line: int) -> tuple[str, str]:
         if i >= len(text):
             raise ConfigError(where, line, "unbalanced double quote in alias name")
         name, rest = _unquote(text[:i + 1]), text[i + 1:].lstrip()
+        if not name:            # as for an unquoted name: "": x is no alias
+            raise ConfigError(where, line, "bad alias name ''")
         if not rest.startswith(":"):
             raise ConfigError(where, line, f"missing ':' after alias name {name!r}")
         return name, rest[1:]
@@ -143,13 +145,16 @@ def parse_aliases(text: str, where: str) -> list[tuple[str, str, int]]:
     out: list[tuple[str, str, int]] = []
     for n, parts in logical:
         name, rhs = _split_name(" ".join(parts), where, n)
-        value = rhs.strip()
-        if not value:
+        items = _split_items(rhs.strip(), where, n)
+        if not items:           # "name:" or "name: ," (stored as "", an alias to nobody)
             raise ConfigError(where, n, f"alias {name!r} has no value")
-        items = _split_items(value, where, n)
         for item in items:
             if not classify(item).value:
                 raise ConfigError(where, n, f"empty destination in {item!r}")
+        if items[0].startswith("#"):
+            # The stored value is read back with parse_list, where a line starting
+            # with "#" is a comment: write the address as <#...> (classify strips it).
+            items[0] = f"<{items[0]}>"
         out.append((name.lower(), ", ".join(items), n))
     return out
 

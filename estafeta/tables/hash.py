@@ -163,15 +163,20 @@ class HashTable:
             if off == 0:
                 return None
             if sh == h:
-                try:
-                    klen, vlen = _RECORD.unpack_from(m, off)
-                except struct.error:
-                    raise TableTempError(f"{self.db_path}: corrupt record at {off}") from None
+                klen, vlen = self._record(m, off)
                 start = off + _RECORD.size
                 if m[start:start + klen] == k:
                     return m[start + klen:start + klen + vlen].decode("utf-8", "surrogateescape")
             i = (i + 1) & mask
         return None
+
+    def _record(self, m: mmap.mmap, off: int) -> tuple[int, int]:
+        """(key length, value length) of the record at `off` (any 64-bit number in a
+        damaged .db: struct would raise error or OverflowError), else TableTempError."""
+        if off + _RECORD.size > len(m):
+            raise TableTempError(f"{self.db_path}: corrupt record at {off}")
+        klen, vlen = _RECORD.unpack_from(m, off)
+        return klen, vlen
 
     def items(self) -> list[tuple[str, str]]:
         """Every entry (for `estafeta map -s`); order is the table's."""
@@ -180,7 +185,7 @@ class HashTable:
         for i in range(self._slots):
             _h, off = _SLOT.unpack_from(m, self._table + i * _SLOT.size)
             if off:
-                klen, vlen = _RECORD.unpack_from(m, off)
+                klen, vlen = self._record(m, off)
                 s = off + _RECORD.size
                 out.append((m[s:s + klen].decode("utf-8", "surrogateescape"),
                             m[s + klen:s + klen + vlen].decode("utf-8", "surrogateescape")))

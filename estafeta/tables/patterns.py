@@ -63,8 +63,9 @@ def _parse_result(text: str, groups: int, negate: bool) -> tuple[bytes | int, ..
         if m.group(1):
             pieces.append(b"$")
             continue
-        name = (m.group(2) if m.group(2) is not None else m.group(3) if m.group(3) is not None else m.group(4)).decode()
-        if not name.isdigit():
+        name = (m.group(2) if m.group(2) is not None else m.group(3) if m.group(3) is not None
+                else m.group(4)).decode("utf-8", "surrogateescape")     # the file may hold any bytes
+        if not (name.isascii() and name.isdigit()):       # not "²": int() refuses it
             raise RegexSyntaxError(f"non-numeric replacement index {name!r}")
         n = int(name)
         if negate:

@@ -221,7 +221,14 @@ class _Pcre:
             end = p.find("}", self.i)
             if end < 0:
                 raise RegexSyntaxError(f"missing }} after \\{c}{{")
-            code = int(p[self.i + 1:end], 16 if c == "x" else 8)
+            digits = p[self.i + 1:end]
+            # PCRE2: only hex (octal) digits between the braces. int() alone would
+            # take "", " 41", "4_1" or "0x41", and chr() refuses code points > 0x10FFFF.
+            if not re.fullmatch(r"[0-9A-Fa-f]+" if c == "x" else r"[0-7]+", digits):
+                raise RegexSyntaxError(f"bad \\{c}{{...}} escape: {digits!r}")
+            code = int(digits, 16 if c == "x" else 8)
+            if code > 0xFF:
+                raise RegexSyntaxError("character code point value in \\x{} or \\o{} is too large")
             self.i = end + 1
             return self._char(chr(code), in_class)
         if c == "e":

@@ -13,7 +13,7 @@ import os
 
 import pytest
 
-from torture_support import CLASSES, REPORT, SCALE, _inputs
+from torture_support import CLASSES, REPORT, SCALE, distinct_inputs
 
 
 def pytest_configure(config):
@@ -42,7 +42,7 @@ ROWS = ("messages accepted", "messages delivered", "lost", "duplicated", "crashe
 
 
 def table() -> str:
-    REPORT["distinct inputs"] = len(_inputs)
+    REPORT["distinct inputs"] = distinct_inputs()
     w = max(len(r) for r in (*ROWS, *CLASSES)) + 2
     out = [f"estafeta torture report (TORTURE_SCALE={SCALE})", "-" * (w + 12)]
     out += [f"{r:<{w}}{REPORT.get(r, 0):>10}" for r in ROWS]

@@ -1,7 +1,7 @@
 """Shared state and peers of the torture suite (imported by its tests and conftest).
 
 Scale and report: TORTURE_SCALE (default 1) sizes every load, run time and fuzz budget;
-tests add their counts with count() and fuzzed(); conftest prints the table.
+tests add their counts with count(), fuzzed() and corpus_units(); conftest prints the table.
 
 Peers and accounting: Postfix's smtp-sink stands in for the remote MX. Every message a torture client sends carries `X-Test-Id: TAG` and ends with the line
 `END-OF-TAG`; a copy counts as delivered only when both are in it, so a dump cut short
@@ -48,6 +48,22 @@ def fuzzed(value: object) -> None:
     with _lock:
         REPORT["fuzz executions"] += 1
         _inputs.add(hash(repr(value)))
+
+
+_corpus_units = [0]
+
+
+def corpus_units(n: int) -> None:
+    """`n` more distinct inputs found outside hypothesis: the corpus of a coverage-guided
+    fuzzer (atheris), each unit covering something the others do not."""
+    with _lock:
+        _corpus_units[0] += n
+
+
+def distinct_inputs() -> int:
+    """The table's "distinct inputs": hypothesis inputs plus fuzzer corpus units."""
+    with _lock:
+        return len(_inputs) + _corpus_units[0]
 
 
 ROOT = os.geteuid() == 0
