@@ -21,6 +21,7 @@ that delivery: duplicates are possible, loss is not (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import errno
 import os
 import time
 from collections import defaultdict
@@ -35,6 +36,7 @@ from ..queue.store import QueueStore
 from .cleanup import Cleanup
 
 SCAN_INCOMING_EVERY = 10.0
+OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 STALE_TEMP_AGE = 3600.0
 
 
@@ -62,6 +64,14 @@ class AgentPool:
                 raise
             self.idle.append(conn)
             return results
+
+    def shed(self) -> int:
+        """Close the idle connections: their descriptors are wanted (EMFILE)."""
+        n = len(self.idle)
+        for _, writer in self.idle:
+            writer.close()
+        self.idle.clear()
+        return n
 
 
 class Qmgr:
@@ -154,8 +164,11 @@ class Qmgr:
         try:
             async with self.active_sem:
                 await self._process(qid)
-        except Exception:
-            maillog.log.exception(f"{qid}: unexpected error in qmgr; message left for the next run")
+        except Exception as e:
+            if isinstance(e, OSError) and e.errno in OUT_OF_FDS:
+                maillog.log.warning(f"{qid}: {e.strerror}: message left for the next run{self.shed_idle()}")
+            else:
+                maillog.log.exception(f"{qid}: unexpected error in qmgr; message left for the next run")
             try:
                 self.store.move(qid, "active", "incoming")
             except OSError:
@@ -199,6 +212,12 @@ class Qmgr:
                 results.append((by_offset[rr.offset], result))
         await self.finish(env, path, results)
 
+    def shed_idle(self) -> str:
+        """Out of descriptors: the idle agent connections kept for reuse go first,
+        or qmgr could hold its whole limit in them and never read a queue file."""
+        n = sum(pool.shed() for pool in self.pools.values())
+        return f"; closed {n} idle delivery agent connection(s)" if n else ""
+
     def lifetime_of(self, env: qfile.Envelope) -> float:
         return self.bounce_lifetime if env.sender == "" else self.lifetime
 
@@ -238,6 +257,8 @@ class Qmgr:
                 # The agent died mid-request (crash, kill -9): the master restarts it;
                 # try once more shortly, then defer.
                 reason = f"delivery agent failed: {e}"
+                if isinstance(e, OSError) and e.errno in OUT_OF_FDS:
+                    maillog.log.warning(f"{req.queue_id}: {e.strerror}{self.shed_idle()}")
                 if attempt == 1:
                     await asyncio.sleep(1.0)
         results = [base.RecipientResult(r.address, base.DEFERRED, "4.3.0", reason, "none") for r in req.recipients]
@@ -381,13 +402,20 @@ class Qmgr:
                 pass
             self.wake.clear()
             now = time.monotonic()
-            if self.flush_now or now - last_deferred >= self.run_delay:
-                self.scan_deferred(force=self.flush_now)
-                self.flush_now = False
-                last_deferred = now
-            if now - last_incoming >= SCAN_INCOMING_EVERY:
-                self.scan_incoming()
-                last_incoming = now
+            try:
+                if self.flush_now or now - last_deferred >= self.run_delay:
+                    self.scan_deferred(force=self.flush_now)
+                    self.flush_now = False
+                    last_deferred = now
+                if now - last_incoming >= SCAN_INCOMING_EVERY:
+                    self.scan_incoming()
+                    last_incoming = now
+            except OSError as e:
+                # Out of file descriptors (EMFILE, ENFILE) or memory: a scan is only
+                # postponed, to the next turn; dying here would restart into the same
+                # shortage and throttle the whole queue (issue 7).
+                shed = self.shed_idle() if e.errno in OUT_OF_FDS else ""
+                maillog.log.warning(f"queue scan postponed: {e}{shed}")
         if self.tasks:
             await asyncio.wait(self.tasks, timeout=30)
 

@@ -22,6 +22,7 @@ import errno
 import ipaddress
 import mmap
 import os
+import resource
 import struct
 import time
 
@@ -67,6 +68,26 @@ class SessionBoard:
         return sum(struct.unpack_from(self.fmt, self.mm))
 
 
+FD_RESERVE = 72       # one queue file per I/O thread (skeleton.IO_THREADS = 64), DNS, tables, log
+
+
+def fd_session_limit() -> tuple[int, int]:
+    """(sessions, RLIMIT_NOFILE): how many sessions this process can hold and still
+    open what a mail transaction needs. The limit less the descriptors open now and a
+    reserve (at most an eighth of the limit). There the worker stops accepting (the
+    Acceptor): new clients wait in the listen queue or go to another worker, accept()
+    does not meet EMFILE, and sessions in hand can still commit their queue files.
+    (0, 0): no limit."""
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        return 0, 0
+    try:
+        used = len(os.listdir("/proc/self/fd"))
+    except OSError:
+        used = 64
+    return max(1, soft - used - max(4, min(FD_RESERVE, soft // 8))), soft
+
+
 class SmtpdConfig:
     """What every session needs, computed once per process."""
 
@@ -76,6 +97,7 @@ class SmtpdConfig:
         self.size_limit = cfg.get_int("message_size_limit")
         self.line_limit = cfg.get_int("line_length_limit")
         self.timeout = cfg.get_duration("smtpd_timeout")
+        self.data_rate_step = 1.0 / max(1, cfg.get_int("smtpd_min_data_rate"))   # s of deadline per byte
         self.hard_errors = cfg.get_int("smtpd_hard_error_limit")
         self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
         self.mynetworks = parse_networks(cfg.get_list("mynetworks"))
@@ -91,6 +113,8 @@ class SmtpdConfig:
         self.sessions = 0
         self.max_sessions = 0
         self.acceptor: Acceptor | None = None
+        self.fd_sessions = 0            # sessions the file descriptor limit allows (fd_session_limit)
+        self.fd_limit = 0
         # After cleanup: the unlisted-recipient checks ask its rewriter (self.unlisted).
         self.policy = P.Policy(
             {stage: cfg.get(f"smtpd_{stage}_restrictions") for stage in P.STAGES}, self, open_table,
@@ -227,7 +251,15 @@ class Session(asyncio.Protocol):
         return "DATA" if self.txn is not None else "END-OF-MESSAGE" if self.qid else "CONNECT"
 
     def data_received(self, data: bytes) -> None:
-        self.last = time.monotonic()
+        # smtpd_timeout is a deadline per request, not per read, or a client sending a
+        # byte at a time would never time out (slowloris): a complete command line starts
+        # a new one; message content pushes it by len/smtpd_min_data_rate, never past
+        # smtpd_timeout from now (Postfix's smtpd_per_request_deadline).
+        if self.txn is None:
+            if b"\n" in data:
+                self.last = time.monotonic()
+        else:
+            self.last = min(time.monotonic(), self.last + len(data) * self.sc.data_rate_step)
         self.conn.receive_data(data)
         if not self.busy:
             self.pump()
@@ -514,10 +546,15 @@ class Acceptor:
         sc = self.sc
         return bool(sc.max_sessions) and sc.total_sessions() + self.starting >= sc.max_sessions
 
+    def fd_full(self) -> bool:
+        """This worker's sessions use up RLIMIT_NOFILE less the reserve (fd_session_limit)."""
+        sc = self.sc
+        return bool(sc.fd_sessions) and sc.sessions + self.starting >= sc.fd_sessions
+
     def resume(self) -> None:
         if self.reading or self.stopped or self.backoff is not None:
             return
-        if self.full():
+        if self.full() or self.fd_full():
             self._poll()
             return
         self.loop.add_reader(self.sock.fileno(), self._readable)
@@ -550,6 +587,13 @@ class Acceptor:
 
     def _readable(self) -> None:
         for _ in range(self.BURST):
+            if self.fd_full():
+                self._warn("fd", f"too many open files: {self.sc.sessions} sessions use up the file descriptor "
+                                 f"limit {self.sc.fd_limit} (ulimit -n) less a reserve for queue files: new "
+                                 f"clients wait until sessions end")
+                self.pause()
+                self._poll()
+                return
             if self.full():
                 self._warn("limit", f'service "smtpd" ({self.service}) has reached its process limit '
                                     f'"{self.sc.max_sessions}": new clients may experience noticeable delays')
@@ -593,6 +637,7 @@ async def serve(ctx) -> None:
         sc.board.publish(0)
     loop = asyncio.get_running_loop()
     sock = ctx.listen_socket
+    sc.fd_sessions, sc.fd_limit = fd_session_limit()
     sc.acceptor = Acceptor(loop, sock, sc, ctx.service)
     sc.acceptor.resume()
     await ctx.stopping.wait()
