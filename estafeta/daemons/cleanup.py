@@ -102,6 +102,7 @@ class Cleanup:
         self.header_checks = TableList(cfg.get("header_checks")).tables
         self.body_checks = TableList(cfg.get("body_checks")).tables
         self.body_limit = cfg.get_int("body_checks_size_limit")
+        self.filter_notices = "bounce" in [x.lower() for x in cfg.get_list("internal_mail_filter_classes")]
         self.myorigin = cfg.get("myorigin")
         self.remote_domain = cfg.get("remote_header_rewrite_domain")
         self.rewrite_clients = [x.lower() for x in cfg.get_list("local_header_rewrite_clients")]
@@ -170,6 +171,11 @@ class CleanupTxn:
             self.verdict.hold = attrs["hold"]
         if attrs.get("redirect"):
             self.verdict.redirect = attrs["redirect"]
+        # Notices (origin=bounce, 2bounce) skip header/body_checks unless
+        # internal_mail_filter_classes has "bounce", as in Postfix: a bounce quotes
+        # the very text the checks rejected.
+        if attrs.get("origin") in ("bounce", "2bounce") and not owner.filter_notices:
+            self.verdict.done = True
         self.refusal: R.Reply | None = None
         self.log_to = recipients[0][0] if recipients else ""
         self.log_from = sender
@@ -210,7 +216,8 @@ class CleanupTxn:
         a = self.attrs
         client = f"{a.get('client_name', 'unknown')}[{a['client_address']}]" if a.get("client_address") else "local"
         tail = f": {maillog.esc(text)}" if text else ""
-        proto = f" proto={a['protocol']}" if a.get("protocol") else ""
+        # Postfix names no protocol for local submissions (pickup): "from local; from=<s> to=<r>: text"
+        proto = f" proto={a['protocol']}" if a.get("protocol") and a["protocol"] != "local" else ""
         helo = f" helo=<{maillog.esc(a['helo_name'])}>" if a.get("helo_name") else ""
         line = line.replace("\n", " ")
         maillog.log.info(f"{self.queue_id}: {action}: {where} {maillog.esc(line[:200])} from {client}; "

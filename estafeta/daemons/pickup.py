@@ -9,6 +9,10 @@ cleanup creates incoming files), with protocol=local and the submitter's uid and
 login taken from the file's owner, and is removed from maildrop only once cleanup
 has made the queue file durable (a crash in between repeats it: a duplicate,
 never a loss). Unqualified addresses get @$myorigin, as Postfix's cleanup does.
+A header/body_checks REJECT (5xx) of a submission bounces it, as Postfix's cleanup
+does for local mail: the sender gets an RFC 3464 notice (core/dsn.py) and the
+maildrop file is removed only once that notice is queued; a 4xx leaves it in
+maildrop for the next scan.
 Next: queue/maildrop.py, daemons/cleanup.py.
 """
 from __future__ import annotations
@@ -18,8 +22,10 @@ import os
 import pwd
 import time
 
-from ..core import maillog
+from ..core import dsn, maillog
 from ..core.queueid import new_queue_id
+from ..delivery import base
+from ..proto import dsn as proto_dsn
 from ..queue import maildrop
 from .cleanup import Cleanup, CleanupRefused
 
@@ -73,25 +79,83 @@ class Pickup:
         # with the same address in To: and Bcc:, or on the command line too).
         rcpts = [(r, {}) for r in dict.fromkeys(qualify(r, self.origin) for r in sub.recipients)]
         attrs = {"protocol": "local", "uid": str(sub.uid), "user": user, **sub.attrs}
+        # Logged first, as Postfix's pickup does: cleanup's own lines (a reject) follow it.
+        maillog.log.info(f"{qid}: uid={sub.uid} from=<{maillog.esc(sender)}>")
         txn = self.cleanup.open(qid, sender, rcpts, attrs, arrival=time.time())
         try:
             txn.write(sub.message)
             await txn.commit()
         except CleanupRefused as e:
-            # 4xx (a table could not answer): leave it in maildrop for the next scan.
-            # 5xx (header/body_checks REJECT): removed; TODO: return it to the sender.
-            maillog.log.warning(f"{qid}: uid={sub.uid} from=<{maillog.esc(sender)}>: not queued: {e.reply}")
-            if e.reply.code >= 500:
-                os.unlink(path)
-            return
+            if e.reply.code < 500:
+                # 4xx (a table could not answer, REJECT 4.x.x): left in maildrop for
+                # the next scan, as Postfix does.
+                maillog.log.warning(f"{qid}: not queued: {e.reply}; left in maildrop")
+                return
+            # 5xx (header/body_checks REJECT): as Postfix's cleanup does for local
+            # submissions, every recipient bounces and the sender gets a non-delivery
+            # notice. The maildrop file goes only once that notice is durable; if it
+            # cannot be queued now, the submission is tried again at the next scan.
+            try:
+                await self.bounce(qid, sub, txn, e.reply)
+            except (OSError, CleanupRefused) as err:
+                maillog.log.warning(f"{qid}: cannot queue the non-delivery notice for the rejected message: "
+                                    f"{maillog.esc(str(err))}; left in maildrop")
+                return
         except BaseException:
             txn.abort()
             raise
-        maillog.log.info(f"{qid}: uid={sub.uid} from=<{maillog.esc(sender)}>")
         try:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    async def bounce(self, qid: str, sub: maildrop.Submission, txn, reply) -> None:
+        """Return a rejected submission to its sender: an RFC 3464 failure notice
+        (core/dsn.py) for every recipient that did not say NOTIFY=NEVER, holding the
+        message as submitted, queued through cleanup like qmgr's notices. Mail from
+        the null sender goes, headers only, to 2bounce_notice_recipient instead (a
+        double bounce). Then Postfix's log lines: one `status=bounced` per recipient
+        and `sender non-delivery notification: NEWID`. Raises OSError or
+        CleanupRefused when the notice cannot be queued (nothing is logged as bounced)."""
+        cfg = self.cfg
+        now = time.time()
+        status, text = reply.enhanced or "5.7.1", reply.text
+        sender = txn.sender
+        hostname = cfg.get("myhostname")
+        double_bounce = f"{cfg.get('double_bounce_sender')}@{hostname}"
+        chosen = [(a, p) for a, p in txn.recipients
+                  if proto_dsn.wants(proto_dsn.notify_of(p, sub.attrs), "FAILURE")]
+        postmaster = not sender
+        if postmaster:
+            chosen = list(txn.recipients)
+        nqid = ""
+        if chosen and sender != double_bounce:
+            to = cfg.get("2bounce_notice_recipient") if postmaster else sender
+            reports = tuple(dsn.RecipientReport(a, "failed", status, text, p.get(proto_dsn.ORCPT, ""), "", now)
+                            for a, p in chosen)
+            notice = dsn.Notice(dsn.FAILURE, hostname, qid, sender, to, sub.arrival, now, reports, sub.message,
+                                "HDRS" if postmaster else sub.attrs.get(proto_dsn.RET, ""),
+                                sub.attrs.get(proto_dsn.ENVID, ""), cfg.get_int("bounce_size_limit"),
+                                postmaster_copy=postmaster)
+            nqid = new_queue_id()
+            ntxn = self.cleanup.open(nqid, double_bounce if postmaster else "", [(to, {})],
+                                     {"protocol": "local", "origin": "2bounce" if postmaster else "bounce"})
+            try:
+                ntxn.write(dsn.build(notice))
+                await ntxn.commit()
+            except BaseException:
+                ntxn.abort()
+                raise
+        delay = base.fmt_delay(now - sub.arrival)
+        for a, p in txn.recipients:
+            orig = f", orig_to=<{maillog.esc(p['o'])}>" if p.get("o") and p["o"] != a else ""
+            maillog.log.info(f"{qid}: to=<{maillog.esc(a)}>{orig}, relay=none, delay={delay}, "
+                             f"delays={delay}/0/0/0, dsn={status}, status=bounced ({maillog.esc(text)})")
+        if nqid:
+            what = "postmaster non-delivery" if postmaster else "sender non-delivery"
+            maillog.log.info(f"{qid}: {what} notification: {nqid}")
+        elif sender == double_bounce:
+            maillog.log.info(f"{qid}: undeliverable double bounce discarded ({len(txn.recipients)} recipient(s))")
 
     def to_corrupt(self, name: str, why: str) -> None:
         maillog.log.warning(f"maildrop/{name}: bad submission, moved to corrupt: {maillog.esc(why)}")

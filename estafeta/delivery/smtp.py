@@ -16,6 +16,8 @@ with the remote reply worded as Postfix words it ("host mx[192.0.2.7] said: 550
 any recipient was answered (connect, greeting, EHLO, STARTTLS, 4xx to MAIL) moves
 on to the next MX host; once DATA content was sent nothing is retried elsewhere,
 so a lost final reply can never deliver the message twice in one attempt.
+8-bit mail to a server without 8BITMIME has its 8-bit parts converted to
+quoted-printable first (core/mime8to7.py; disable_mime_output_conversion).
 Next: proto/smtp_client.py (the codec), io/dns.py (MX), daemons/smtp.py (the service).
 """
 from __future__ import annotations
@@ -27,15 +29,17 @@ import ssl
 import time
 from dataclasses import dataclass
 
-from ..core import maillog
+from ..core import maillog, mime8to7
 from ..core.maillog import esc
 from ..io.dns import DnsPermError, DnsTempError, NullMX, Resolver
+from ..io.interfaces import LOOPBACK, local_addresses, normalise
 from ..proto import dsn
 from ..proto import smtp_client as C
 from ..proto.replies import Reply
 from . import base
 
 TLS_LEVELS = ("", "none", "may", "encrypt", "verify", "secure")
+OWN_ADDRESS_TTL = 300.0      # how long the list of this machine's addresses is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +248,12 @@ class SmtpAgent:
             self.tls_level = "encrypt"
         self.tls_cafile = cfg.get(f"{p}_tls_CAfile")
         self.skip_5xx_greeting = cfg.get_bool("smtp_skip_5xx_greeting")
+        self.mime_conversion = not cfg.get_bool("disable_mime_output_conversion")
+        # this machine, for mail loop detection: inet_interfaces, then proxy_interfaces
+        # ("all" means every interface address only in inet_interfaces)
+        self.own_interfaces = [x.lower() for x in cfg.get_list("inet_interfaces")] + \
+            [x.lower() for x in cfg.get_list("proxy_interfaces") if x.lower() not in ("all", "loopback-only")]
+        self._own: tuple[float, frozenset[str]] | None = None
         protocols = {x.lower() for x in cfg.get_list("inet_protocols")}
         self.families = (("A",) if "ipv4" in protocols and "ipv6" not in protocols
                          else ("AAAA",) if protocols == {"ipv6"} else ("A", "AAAA"))
@@ -297,6 +307,8 @@ class SmtpAgent:
                 break
         try:
             servers = await self._servers(nh)
+        except _Final as f:          # the mail would loop back to this machine
+            return everyone(f.status, f.dsn, f.reason, f.relay)
         except NullMX as e:
             return everyone(base.BOUNCED, e.dsn, e.reason)
         except DnsPermError as e:
@@ -329,26 +341,81 @@ class SmtpAgent:
         return everyone(base.DEFERRED, last.dsn, last.reason)
 
     async def _servers(self, nh: Nexthop) -> list[tuple[str, str]]:
-        """(host name, address) pairs in the order to try (RFC 5321 5.1)."""
-        if nh.kind == "unix" or _is_ip(nh.host):
+        """(host name, address) pairs in the order to try (RFC 5321 5.1). Raises
+        _Final when the mail would loop back to this machine (see _loop_check)."""
+        if nh.kind == "unix":
             return [(nh.host, nh.host)]
+        if _is_ip(nh.host):
+            return await self._loop_check(nh, [(0, nh.host, nh.host)], 0)
         if not nh.mx:
-            return [(nh.host, a) for a in await self.resolver.addresses(nh.host, self.families)]
+            return await self._loop_check(
+                nh, [(0, nh.host, a) for a in await self.resolver.addresses(nh.host, self.families)], 0)
         mxs = await self.resolver.mx(nh.host)
         if not mxs:        # no MX: the domain itself is the mail server (implicit MX)
-            return [(nh.host, a) for a in await self.resolver.addresses(nh.host, self.families)]
-        out: list[tuple[str, str]] = []
+            return await self._loop_check(
+                nh, [(0, nh.host, a) for a in await self.resolver.addresses(nh.host, self.families)], 0)
+        out: list[tuple[int, str, str]] = []
         first_error: Exception | None = None
         for m in mxs:
             try:
-                out.extend((m.host, a) for a in await self.resolver.addresses(m.host, self.families))
+                out.extend((m.preference, m.host, a) for a in await self.resolver.addresses(m.host, self.families))
             except (DnsTempError, DnsPermError) as e:
                 first_error = first_error or e
         if not out and first_error is not None:
             # An MX host that does not resolve is a configuration error at the
             # destination; it may be fixed, so defer rather than bounce.
             raise DnsTempError(first_error.reason, "4.4.3")
-        return out
+        return await self._loop_check(nh, out, mxs[0].preference)
+
+    async def _loop_check(self, nh: Nexthop, servers: list[tuple[int, str, str]],
+                          best_pref: int) -> list[tuple[str, str]]:
+        """Postfix's smtp_find_self/smtp_truncate_self. When one of the servers is
+        this machine (an address of inet_interfaces or proxy_interfaces), only MX
+        hosts more preferred than it are tried: the others would send the mail back
+        to us. None left: "mail for X loops back to myself" (5.4.6, bounced), or,
+        when a more preferred MX exists in DNS but has no address, "unable to find
+        primary relay for X" (4.4.4, deferred). As in Postfix, only SMTP on port 25
+        (or smtp_tcp_port) is checked: a content filter on [127.0.0.1]:10025 is no
+        loop, and LMTP never is."""
+        if self.lmtp or nh.kind != "inet" or nh.port not in (25, self.default_port) or not servers:
+            return [(h, a) for _, h, a in servers]
+        own = await self._own_addresses()
+        mine = [p for p, _, a in servers if normalise(a) in own]
+        if not mine:
+            return [(h, a) for _, h, a in servers]
+        kept = [(h, a) for p, h, a in servers if p < mine[0]]
+        if not kept:
+            if best_pref != servers[0][0]:
+                raise _Final(base.DEFERRED, "4.4.4", f"unable to find primary relay for {nh.host}", "none")
+            raise _Final(base.BOUNCED, "5.4.6", f"mail for {nh.host} loops back to myself", "none")
+        return kept
+
+    async def _own_addresses(self) -> frozenset[str]:
+        """The addresses of inet_interfaces ("all": every interface address) and
+        proxy_interfaces; host names are resolved. Kept for OWN_ADDRESS_TTL."""
+        now = time.monotonic()
+        if self._own is not None and now - self._own[0] < OWN_ADDRESS_TTL:
+            return self._own[1]
+        own: set[str] = set()
+        complete = True
+        for item in self.own_interfaces:
+            if item == "all":
+                own |= await asyncio.to_thread(local_addresses)
+            elif item == "loopback-only":
+                own |= LOOPBACK
+            elif _is_ip(normalise(item)):
+                own.add(normalise(item))
+            else:
+                try:
+                    own.update(normalise(a) for a in await self.resolver.addresses(item, self.families))
+                except (DnsTempError, DnsPermError) as e:
+                    maillog.log.warning(f"cannot find the addresses of {esc(item)} (inet_interfaces, "
+                                        f"proxy_interfaces) for mail loop detection: {esc(e.reason)}")
+                    complete = False
+        result = frozenset(own)
+        if complete:
+            self._own = (now, result)
+        return result
 
     # -- opening a session ----------------------------------------------------------
 
@@ -456,6 +523,13 @@ class SmtpAgent:
             return [base.RecipientResult(a, status, dsn, reason, s.relay) for a in addrs]
 
         ext = s.ext
+        if not ext.eightbitmime and self.mime_conversion and not message.isascii() \
+                and not mime8to7.header_8bit(message):
+            # RFC 6152 3 / RFC 1652: no 8BITMIME, so 8-bit parts go quoted-printable
+            # (Postfix: disable_mime_output_conversion = no). A message with 8-bit
+            # headers (SMTPUTF8) cannot be downgraded: it goes as it is.
+            message = (await asyncio.to_thread(mime8to7.downgrade, message) if len(message) > 65536
+                       else mime8to7.downgrade(message))
         size = len(message) + message.count(b"\n")     # CRLF size, as RFC 1870 counts it
         if ext.size and size > ext.size:
             self.cache.put(key, s)

@@ -46,6 +46,13 @@ host-record=mail.monografia.com,127.0.0.3
 host-record=aonly.test,127.0.0.4
 mx-host=nullmx.test,.,0
 mx-host=badmx.test,nowhere.test,10
+mx-host=selfmx.test,mx.selfmx.test,10
+host-record=mx.selfmx.test,127.0.0.1
+mx-host=backupmx.test,mx1.backupmx.test,10
+mx-host=backupmx.test,mx.selfmx.test,20
+host-record=mx1.backupmx.test,127.0.0.5
+mx-host=noprimary.test,nowhere.test,10
+mx-host=noprimary.test,mx.selfmx.test,20
 """
 
 
