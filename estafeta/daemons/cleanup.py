@@ -54,11 +54,14 @@ class QmgrTrigger:
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.pending: list[str] = []
+        self.retry: asyncio.TimerHandle | None = None
+
+    BACKLOG = 10000     # words kept while qmgr's socket is full; beyond, its scan catches up
 
     def send(self, word: str) -> None:
         """Queue one word; all words of one event-loop turn go in one datagram, so a
         burst of commits finished by one shared fsync wakes qmgr once."""
-        if not self.pending:
+        if not self.pending and self.retry is None:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:          # no loop (a command-line tool): send now
@@ -68,6 +71,7 @@ class QmgrTrigger:
         self.pending.append(word)
 
     def flush(self) -> None:
+        self.retry = None
         words, self.pending = self.pending, []
         data = " ".join(words).encode()
         while data:
@@ -76,15 +80,34 @@ class QmgrTrigger:
             if data:
                 cut = chunk.rfind(b" ")
                 chunk, data = chunk[:cut], chunk[cut + 1:] + data
-            self._send(chunk)
+            if not self._send(chunk):
+                self._later(chunk + (b" " + data if data else b""))
+                return
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes) -> bool:
+        """False: qmgr's socket is full for now (try again soon)."""
         for path in self.paths:
             try:
                 self.sock.sendto(data, path)
-                return
+                return True
+            except BlockingIOError:
+                # A burst filled qmgr's receive queue (net.unix.max_dgram_qlen is 10):
+                # dropping the datagram would leave these messages for qmgr's next
+                # scan of incoming/, seconds away. Send again in a moment.
+                return False
             except OSError:
-                continue    # qmgr down or its socket full: its periodic scan picks the file up
+                continue    # no such socket (public/ or private/), or qmgr down: its scan picks the file up
+        return True
+
+    def _later(self, data: bytes) -> None:
+        words = data.decode().split()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return                          # a command-line tool: qmgr's scan will find the file
+        self.pending[:0] = words[-self.BACKLOG:]
+        if self.retry is None:
+            self.retry = loop.call_later(0.01, self.flush)
 
 
 class Cleanup:
