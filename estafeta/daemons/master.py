@@ -123,7 +123,7 @@ def bind(entry: ServiceEntry, cfg: MainConfig, store: QueueStore, owner) -> sock
 
 def inet_port(entry: ServiceEntry) -> int:
     port = entry.endpoint[1]
-    if port.isdigit():
+    if port.isascii() and port.isdigit():
         return int(port)
     try:
         return socket.getservbyname(port, "tcp")

@@ -224,7 +224,7 @@ class Qmgr:
     def limit(self, transport: str, kind: str) -> int:
         """<transport>_destination_<kind>_limit, else default_destination_<kind>_limit."""
         raw = self.cfg.raw(f"{transport}_destination_{kind}_limit")
-        if raw is not None and raw.strip().isdigit():
+        if raw is not None and raw.strip().isascii() and raw.strip().isdigit():
             return int(raw)
         return self.cfg.get_int(f"default_destination_{kind}_limit")
 

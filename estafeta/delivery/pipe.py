@@ -121,7 +121,7 @@ def parse_attributes(args: list[str]) -> PipeSpec:
     if bad:
         raise ConfigError(where, 0, f"unknown flag(s) {''.join(sorted(bad))!r} (known: {''.join(sorted(FLAGS))})")
     size = opts.get("size", "0")
-    if not size.isdigit():
+    if not (size.isascii() and size.isdigit()):
         raise ConfigError(where, 0, f"bad size= value {size!r}")
     per_rcpt = False
     for arg in argv:

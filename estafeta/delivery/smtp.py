@@ -79,7 +79,7 @@ def parse_nexthop(nexthop: str, default_port: int, lmtp: bool = False) -> Nextho
 
 
 def _port(text: str, nexthop: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
+    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
         raise ValueError(f"bad port in next hop {nexthop!r}")
     return int(text)
 

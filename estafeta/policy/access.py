@@ -69,7 +69,7 @@ def parse_action(value: str) -> Action:
         rest = more + (" " + rest if rest else "")
     rest = rest.strip()
     upper = word.upper()
-    if value.isdigit():
+    if value.isascii() and value.isdigit():
         return Action(OK)                              # access(5): all-numerical is OK
     if upper.startswith("ERROR:"):
         return _sendmail_error(value[6:])

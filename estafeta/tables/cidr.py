@@ -54,7 +54,7 @@ def parse_network(pattern: str) -> Network:
     if addr.startswith("[") and addr.endswith("]"):
         addr = addr[1:-1]
     ip = parse_address(addr)
-    if ip is None or (slash and not plen.isdigit()):
+    if ip is None or (slash and not (plen.isascii() and plen.isdigit())):
         raise ValueError(f'bad address pattern: "{pattern}"')
     bits = int(plen) if slash else ip.max_prefixlen
     if bits > ip.max_prefixlen:

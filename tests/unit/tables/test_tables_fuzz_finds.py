@@ -70,3 +70,23 @@ def test_empty_quoted_alias_name_is_refused():
     with pytest.raises(ConfigError, match="bad alias name"):
         parse_aliases('"": x\n', "aliases")
     assert parse_aliases('"a b": x\n', "aliases") == [("a b", "x", 1)]
+
+
+
+@pytest.mark.parametrize("text", ["\u00b2", "\u0662\u0665", "2\u00b2"])
+def test_non_ascii_digits_are_not_numbers(text, tmp_path):
+    """'\u00b2' and Arabic-Indic digits pass str.isdigit(); numbers in configuration and
+    next hops are ASCII digits only (found by atheris in other parsers)."""
+    from estafeta.delivery.smtp import _port
+    from estafeta.policy.access import OK, parse_action
+    with pytest.raises(ValueError):
+        _port(text, f"[mx.example]:{text}")
+    try:
+        action = parse_action(text)
+    except (ConfigError, ValueError):
+        action = None
+    assert action is None or action.kind != OK, f"{text!r} read as the numeric OK"
+    p = tmp_path / "c.cidr"
+    p.write_text(f"10.0.0.0/{text} REJECT\n")
+    with pytest.raises(ConfigError):
+        open_table(f"cidr:{p}").lookup("10.0.0.1")
