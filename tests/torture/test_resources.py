@@ -140,7 +140,8 @@ class HostileMX:
 
     LIMIT = 10 * 1024 * 1024
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
         self.port = free_port()
         self.mode = "ok"
         self.received: list[bytes] = []
@@ -155,7 +156,7 @@ class HostileMX:
 
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
-        self.server = self.loop.run_until_complete(asyncio.start_server(self.session, "127.0.0.1", self.port))
+        self.server = self.loop.run_until_complete(asyncio.start_server(self.session, self.host, self.port))
         ready.set()
         self.loop.run_forever()
 
@@ -336,6 +337,76 @@ def test_starttls_response_injection_is_refused(level):
     finally:
         inst.cleanup()
         mx.stop()
+
+
+class SlowDNS:
+    """A DNS server on 127.0.0.1 that answers after `delay` seconds (dnspython builds
+    the answers): MX of remote.example is mx.remote.example, whose A is 127.0.0.2."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+        self.queries = 0
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        import dns.message
+        import dns.rrset
+        self.sock.settimeout(0.2)
+        while not self.stopping.is_set():
+            try:
+                data, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.queries += 1
+            q = dns.message.from_wire(data)
+            r = dns.message.make_response(q)
+            qn = q.question[0]
+            name, rdtype = qn.name.to_text().lower(), dns.rdatatype.to_text(qn.rdtype)
+            if name == "remote.example." and rdtype == "MX":
+                r.answer.append(dns.rrset.from_text(qn.name, 60, "IN", "MX", "10 mx.remote.example."))
+            elif name == "mx.remote.example." and rdtype == "A":
+                r.answer.append(dns.rrset.from_text(qn.name, 60, "IN", "A", "127.0.0.2"))
+            threading.Timer(self.delay, self._reply, (r.to_wire(), peer)).start()
+
+    def _reply(self, wire: bytes, peer) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.sendto(wire, peer)
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        self.sock.close()
+
+
+@pytest.mark.klass("fault: DNS server slow")
+def test_slow_dns_delivers_or_defers_never_bounces():
+    """Answers slower than dns_timeout defer the mail (never a bounce, never a guess);
+    answers that come in time, however late, deliver it."""
+    dns_srv = SlowDNS(delay=4.0)
+    mx = HostileMX(host="127.0.0.2")
+    inst = Instance(main={"dns_nameservers": f"127.0.0.1:{dns_srv.port}", "dns_timeout": "2s",
+                          "smtp_tcp_port": str(mx.port)}).init().start()
+    try:
+        _send_remote(inst, "slowdns")
+        count("faults injected")
+        wait_for(lambda: _status_lines(inst), 60, what="a delivery attempt")
+        (line, *_) = _status_lines(inst)
+        assert "status=deferred" in line, f"got {line!r}, want status=deferred (answers 4 s late, timeout 2 s)"
+        assert dns_srv.queries >= 1 and mx.received == []
+        dns_srv.delay = 1.5                 # slow, but within dns_timeout
+        wait_for(lambda: tags_in_bytes(mx.received)["slowdns"] == 1, 90, what="delivery once DNS answers in time")
+        assert not any("status=bounced" in ln for ln in _status_lines(inst))
+    finally:
+        inst.cleanup()
+        mx.stop()
+        dns_srv.stop()
 
 
 @pytest.mark.klass("fault: DNS server down")
