@@ -24,7 +24,7 @@ run: install
 	$(BIN)/estafeta -c $(INSTANCE) start --foreground
 
 test: install
-	$(BIN)/pytest -q -rs
+	$(BIN)/pytest -q -rs --durations=15
 
 # Crash, fault and hostile-input torture at a larger scale (the short version, scale 1,
 # runs inside `make test`). TORTURE_SCALE=N: 60*N s of kill -9 load, 150*N examples per
