@@ -36,6 +36,11 @@ from ..queue.store import QueueStore
 from .cleanup import Cleanup
 
 SCAN_INCOMING_EVERY = 10.0
+
+
+class ScanPostponed(Exception):
+    """A queue file could not be moved (full filesystem, no descriptors): the scan
+    stops here and the next one tries again."""
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 STALE_TEMP_AGE = 3600.0
 
@@ -104,7 +109,12 @@ class Qmgr:
     def recover(self) -> None:
         """At start: whatever a crash left in active/ is tried again from incoming/."""
         for qid in self.store.list("active"):
-            self.store.move(qid, "active", "incoming")
+            try:
+                self.store.move(qid, "active", "incoming")
+            except FileNotFoundError:
+                pass
+            except OSError as e:       # left in active/: taken from there by the scans
+                maillog.log.warning(f"{qid}: cannot move back to incoming: {e}")
         self.retried.update(self.store.list("incoming"))
         now = time.time()
         for name in self.store.unfinished("incoming"):
@@ -122,6 +132,11 @@ class Qmgr:
             self.store.move(qid, src, "active")
         except FileNotFoundError:
             return
+        except OSError as e:
+            # ENOSPC (a full queue filesystem: active/ needs a new block), EMFILE...:
+            # the file stays where it is for a later scan; qmgr must keep running,
+            # since delivering is what frees the space.
+            raise ScanPostponed(f"{qid}: cannot move to active: {e}") from e
         self.in_flight.add(qid)
         if src != "incoming":
             self.retried.add(qid)
@@ -130,8 +145,18 @@ class Qmgr:
         t.add_done_callback(self.tasks.discard)
 
     def scan_incoming(self) -> None:
+        for qid in self.store.list("active"):
+            if qid not in self.in_flight:      # left there by a recover() that could not move it
+                self._take_active(qid)
         for qid in self.store.list("incoming"):
             self.take(qid, "incoming")
+
+    def _take_active(self, qid: str) -> None:
+        self.in_flight.add(qid)
+        self.retried.add(qid)
+        t = asyncio.get_running_loop().create_task(self.process(qid))
+        self.tasks.add(t)
+        t.add_done_callback(self.tasks.discard)
 
     def scan_deferred(self, force: bool) -> None:
         """Take the due deferred mail, in queue_sort_order (Sendmail's QUEUE_SORT_ORDER:
@@ -392,9 +417,8 @@ class Qmgr:
         sock = self.ctx.listen_socket
         if sock is not None:
             loop.add_reader(sock.fileno(), self._on_trigger, sock)
-        self.scan_incoming()
-        self.scan_deferred(force=False)
-        last_deferred = last_incoming = time.monotonic()
+        last_deferred = last_incoming = -1e9          # the first turn scans both
+        self.wake.set()
         while not self.ctx.stopping.is_set():
             try:
                 await asyncio.wait_for(self.wake.wait(), timeout=1.0)
@@ -410,6 +434,8 @@ class Qmgr:
                 if now - last_incoming >= SCAN_INCOMING_EVERY:
                     self.scan_incoming()
                     last_incoming = now
+            except ScanPostponed as e:
+                maillog.log.warning(f"queue scan postponed: {e}")
             except OSError as e:
                 # Out of file descriptors (EMFILE, ENFILE) or memory: a scan is only
                 # postponed, to the next turn; dying here would restart into the same
@@ -428,7 +454,10 @@ class Qmgr:
             except OSError:
                 return
             for word in data.decode("ascii", "replace").split():
-                self._trigger_word(word)
+                try:
+                    self._trigger_word(word)
+                except (ScanPostponed, OSError) as e:      # full filesystem, no descriptors
+                    maillog.log.warning(f"{e}; left for the next scan")
 
     def _trigger_word(self, word: str) -> None:
         """One datagram may carry several words (cleanup batches new ids)."""

@@ -422,3 +422,32 @@ def test_dns_down_defers():
         assert inst.queue_count() == 1
     finally:
         inst.cleanup()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: qmgr runs as mail_owner, so a directory mode stops it")
+@pytest.mark.klass("fault: qmgr cannot move queue files (ENOSPC/EACCES)")
+def test_qmgr_survives_a_queue_it_cannot_move_files_in():
+    """When qmgr cannot rename into active/ (a full filesystem needing a new directory
+    block; here a mode it may not write), it must keep running and try again: a qmgr
+    that dies restarts into the same failure and nothing is ever delivered, which is
+    also what would free the space (found by the power-cut torture on a full disk)."""
+    inst = Instance().init().start()
+    active = os.path.join(inst.queue_dir, "active")
+    try:
+        wait_for(lambda: inst.service_pids("qmgr"), 10, what="qmgr")
+        os.chmod(active, 0o500)
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as s:
+            s.sendmail("a@example.org", ["demo@localhost"], b"Subject: stuck\r\n\r\nx\r\n")
+        count("faults injected")
+        wait_for(lambda: "cannot move to active" in inst.log(), 30, what="qmgr's warning")
+        # it keeps failing (each trigger, each scan) without dying
+        qmgr = inst.service_pids("qmgr")
+        time.sleep(3)
+        assert inst.service_pids("qmgr") == qmgr, "qmgr restarted"
+        assert "process qmgr pid" not in inst.log(), inst.log()[-2000:]
+        assert inst.delivered() == []
+        os.chmod(active, 0o700)
+        wait_for(lambda: inst.delivered(), 30, what="delivery at the next scan")
+    finally:
+        os.chmod(active, 0o700)
+        inst.cleanup()
