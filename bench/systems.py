@@ -128,7 +128,7 @@ class EstafetaSystem:
             os.environ.update(env or {})
             self.inst.init()
             if maxproc:
-                self._set_smtpd_maxproc(maxproc)
+                self.inst.set_smtpd_maxproc(maxproc)
             self.inst.start()
         except Exception:
             self.inst.cleanup()
@@ -139,16 +139,6 @@ class EstafetaSystem:
             os.environ.update(saved)
         self.port = self.inst.port
         self.env = env
-
-    def _set_smtpd_maxproc(self, n: int) -> None:
-        p = self.inst.path("master.cf")
-        lines = open(p).read().splitlines()
-        for i, line in enumerate(lines):
-            f = line.split()
-            if len(f) >= 8 and f[1] == "inet" and f[7] == "smtpd":
-                f[6] = str(n)
-                lines[i] = " ".join(f)
-        open(p, "w").write("\n".join(lines) + "\n")
 
     def roots(self) -> list[int]:
         p = self.inst.master_pid()

@@ -69,6 +69,17 @@ class Instance:
         text = re.sub(r"^127\.0\.0\.1:\d+(\s+inet)", rf"127.0.0.1:{port}\1", text, flags=re.M)
         open(p, "w").write(text)
 
+    def set_smtpd_maxproc(self, n: int) -> None:
+        """master.cf: the smtpd line's maxproc column (sessions, shared by the workers)."""
+        p = self.path("master.cf")
+        lines = open(p).read().splitlines()
+        for i, line in enumerate(lines):
+            f = line.split()
+            if len(f) >= 8 and f[1] == "inet" and f[7] == "smtpd":
+                f[6] = str(n)
+                lines[i] = " ".join(f)
+        open(p, "w").write("\n".join(lines) + "\n")
+
     def path(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 

@@ -89,18 +89,6 @@ def read_reply(sock: socket.socket, timeout: float) -> bytes:
     return buf
 
 
-def set_smtpd_maxproc(inst: Instance, n: int) -> None:
-    """master.cf: the smtpd line's maxproc column (sessions, shared by the workers)."""
-    p = inst.path("master.cf")
-    lines = open(p).read().splitlines()
-    for i, line in enumerate(lines):
-        f = line.split()
-        if len(f) >= 8 and f[1] == "inet" and f[7] == "smtpd":
-            f[6] = str(n)
-            lines[i] = " ".join(f)
-    open(p, "w").write("\n".join(lines) + "\n")
-
-
 def wait_all_workers(inst: Instance, workers: list[int]) -> None:
     """Until every smtpd worker has greeted a client: a worker still starting would let
     the others look full when they are not (connections go to whichever accepts)."""
@@ -135,7 +123,7 @@ def test_fd_exhaustion_smtpd_waits_then_serves():
     spins, sessions in hand still deliver mail, and a waiting client is greeted as soon
     as a session ends."""
     inst = Instance(main={"smtpd_timeout": "120s"}).init()
-    set_smtpd_maxproc(inst, 1000)          # the admin allows many sessions; the ulimit does not
+    inst.set_smtpd_maxproc(1000)          # the admin allows many sessions; the ulimit does not
     held: list[socket.socket] = []
     waiting: list[socket.socket] = []
     try:
@@ -314,7 +302,7 @@ def test_idle_and_slowloris_memory_service_and_timeouts():
         pytest.skip(f"RLIMIT_NOFILE {have} of the test process is too low for {IDLE + SLOW} connections "
                     f"(raise the hard limit, or run as root)")
     inst = Instance(main={"smtpd_timeout": f"{timeout}s"}).init()
-    set_smtpd_maxproc(inst, IDLE + SLOW + 1000)
+    inst.set_smtpd_maxproc(IDLE + SLOW + 1000)
     result: dict = {}
     try:
         inst.start()
