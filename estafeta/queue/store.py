@@ -20,7 +20,6 @@ Next: qfile.py (file contents), daemons/cleanup.py (the writer), daemons/qmgr.py
 """
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 
@@ -40,32 +39,25 @@ def atomic_write(directory: str, name: str, data: bytes, mode: int = 0o600, sync
 
 
 class DirSyncer:
-    """Group commit of directory fsyncs for one directory (asyncio side).
+    """Group commit of directory fsyncs for one directory, among the I/O threads.
 
-    `await sync()` returns once an fsync of the directory that *started after* the
+    `sync_blocking()` returns once an fsync of the directory that *started after* the
     call has finished, so every rename done before the call is durable. While one
-    fsync runs, all callers that arrive queue behind one shared next fsync.
+    fsync runs, all callers that arrive queue behind one shared next fsync
+    (leader/followers), so a message's whole commit (write, fsync, rename, directory
+    fsync) costs one hand-off between the event loop and a thread.
     """
 
     def __init__(self, path: str, enabled: bool = True) -> None:
         self.path = path
         self.enabled = enabled
-        self._running: asyncio.Future[None] | None = None
-        self._next: asyncio.Future[None] | None = None
-        self._task: asyncio.Task[None] | None = None
-        # sync_blocking()'s side: rounds started / finished, and failed rounds' errors
         self._cond = threading.Condition()
-        self._started = 0
-        self._finished = 0
+        self._started = 0          # rounds started
+        self._finished = 0         # rounds finished
         self._busy = False
-        self._errors: dict[int, OSError] = {}
+        self._errors: dict[int, OSError] = {}    # failed rounds
 
     def sync_blocking(self) -> None:
-        """The same promise as sync(), for a caller in a thread: returns once an fsync
-        of the directory that started after the call has finished. Threads that
-        arrive while one fsync runs share the next one (leader/followers), so a
-        message's whole commit (write, fsync, rename, directory fsync) costs one
-        hand-off between the event loop and a thread instead of two."""
         if not self.enabled:
             return
         with self._cond:
@@ -96,41 +88,6 @@ class DirSyncer:
                     del self._errors[k]
         if err is not None:
             raise err
-
-    async def sync(self) -> None:
-        if not self.enabled:
-            return
-        loop = asyncio.get_running_loop()
-        if self._running is None:
-            fut = self._running = loop.create_future()
-            self._task = loop.create_task(self._run(fut))
-            await asyncio.shield(fut)
-            return
-        if self._next is None:
-            self._next = loop.create_future()
-        await asyncio.shield(self._next)
-
-    async def _run(self, fut: "asyncio.Future[None]") -> None:
-        while True:
-            try:
-                await asyncio.to_thread(fsync_dir, self.path)
-            except Exception as e:
-                if not fut.done():
-                    fut.set_exception(e)     # those waiters fail; the next round retries
-            except BaseException as e:       # cancelled, executor gone: never leave waiters hanging
-                for f in (fut, self._next):
-                    if f is not None and not f.done():
-                        f.set_exception(OSError(f"fsync of {self.path} interrupted: {e!r}"))
-                self._running = self._next = None
-                raise
-            else:
-                if not fut.done():
-                    fut.set_result(None)
-            nxt, self._next = self._next, None
-            if nxt is None:
-                self._running = None
-                return
-            fut = self._running = nxt
 
 
 class QueueFileWriter:

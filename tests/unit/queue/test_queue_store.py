@@ -1,7 +1,6 @@
 """Queue directories: atomic writes, the queue file writer, listing and moves, DirSyncer."""
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -207,91 +206,6 @@ def fake(monkeypatch) -> FakeFsync:
     f = FakeFsync()
     monkeypatch.setattr(store, "fsync_dir", f)
     return f
-
-
-async def checked_sync(syncer: DirSyncer, fake: FakeFsync) -> None:
-    """sync(), then check that an fsync started after the call finished before the return."""
-    started_at_call = fake.started
-    await syncer.sync()
-    assert fake.finished > started_at_call, (
-        f"got {fake.finished} fsyncs finished at return, want more than the {started_at_call} started at call")
-
-
-def test_single_sync_does_one_fsync(fake: FakeFsync, tmp_path) -> None:
-    syncer = DirSyncer(str(tmp_path))
-    asyncio.run(checked_sync(syncer, fake))
-    assert (fake.started, fake.paths) == (1, [str(tmp_path)])
-
-
-def test_disabled_syncer_never_fsyncs(fake: FakeFsync, tmp_path) -> None:
-    asyncio.run(DirSyncer(str(tmp_path), enabled=False).sync())
-    assert fake.started == 0
-
-
-def test_concurrent_syncs_share_fsyncs(fake: FakeFsync, tmp_path) -> None:
-    syncer = DirSyncer(str(tmp_path))
-
-    async def main() -> None:
-        await asyncio.gather(*(checked_sync(syncer, fake) for _ in range(100)))
-
-    asyncio.run(main())
-    assert 1 <= fake.started <= 3, f"got {fake.started} fsyncs for 100 callers, want 1..3"
-    assert fake.started == fake.finished
-
-
-def test_sequential_syncs_each_fsync(fake: FakeFsync, tmp_path) -> None:
-    syncer = DirSyncer(str(tmp_path))
-
-    async def main() -> None:
-        for _ in range(5):
-            await checked_sync(syncer, fake)
-
-    asyncio.run(main())
-    assert fake.started == 5, f"got {fake.started}, want 5"
-
-
-def test_caller_during_running_fsync_waits_for_the_next(tmp_path, monkeypatch) -> None:
-    fake = FakeFsync(gated=True)
-    monkeypatch.setattr(store, "fsync_dir", fake)
-    syncer = DirSyncer(str(tmp_path))
-
-    async def main() -> None:
-        first = asyncio.ensure_future(checked_sync(syncer, fake))
-        assert await asyncio.to_thread(fake.entered.acquire, True, 10), "first fsync never started"
-        # fsync #1 is running: these callers renamed after it began, so it does not cover them.
-        late = [asyncio.ensure_future(checked_sync(syncer, fake)) for _ in range(20)]
-        await asyncio.sleep(0)
-        fake.release.release()                      # finish fsync #1
-        await first
-        assert not any(t.done() for t in late), "a late caller returned on the fsync that began before it"
-        assert await asyncio.to_thread(fake.entered.acquire, True, 10), "second fsync never started"
-        assert fake.started == 2
-        even_later = asyncio.ensure_future(checked_sync(syncer, fake))
-        await asyncio.sleep(0)
-        fake.release.release()                      # finish fsync #2
-        await asyncio.gather(*late)
-        assert not even_later.done()
-        assert await asyncio.to_thread(fake.entered.acquire, True, 10), "third fsync never started"
-        fake.release.release()
-        await even_later
-
-    asyncio.run(main())
-    assert (fake.started, fake.finished) == (3, 3), f"got {(fake.started, fake.finished)}, want (3, 3)"
-
-
-def test_fsync_error_reaches_callers_and_syncer_recovers(fake: FakeFsync, tmp_path) -> None:
-    syncer = DirSyncer(str(tmp_path))
-    fake.fail_next = OSError(5, "Input/output error")
-
-    async def main() -> None:
-        results = await asyncio.gather(syncer.sync(), syncer.sync(), return_exceptions=True)
-        assert isinstance(results[0], OSError), f"got {results[0]!r}, want OSError"
-        # the second caller waited for fsync #2, which worked
-        assert results[1] is None, f"got {results[1]!r}, want None"
-        await checked_sync(syncer, fake)
-
-    asyncio.run(main())
-    assert fake.started == 3
 
 
 def test_writer_small_message_touches_disk_only_at_commit(qs: QueueStore) -> None:
