@@ -99,6 +99,9 @@ class SmtpdConfig:
         self.timeout = cfg.get_duration("smtpd_timeout")
         self.data_rate_step = 1.0 / max(1, cfg.get_int("smtpd_min_data_rate"))   # s of deadline per byte
         self.hard_errors = cfg.get_int("smtpd_hard_error_limit")
+        self.soft_errors = cfg.get_int("smtpd_soft_error_limit")
+        self.error_sleep = cfg.get_duration("smtpd_error_sleep_time")
+        self.junk_limit = cfg.get_int("smtpd_junk_command_limit")
         self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
         self.mynetworks = parse_networks(cfg.get_list("mynetworks"))
         self._mynetworks_cache: dict[str, bool] = {}    # client address -> in mynetworks
@@ -183,6 +186,7 @@ class Session(asyncio.Protocol):
         self.sc = sc
         self.conn = ServerConnection(sc.hostname, max_line=sc.line_limit,
                                      message_size_limit=sc.size_limit, max_errors=sc.hard_errors,
+                                     max_junk=sc.junk_limit,
                                      mail_params=DEFAULT_MAIL_PARAMS | dsn.MAIL_PARAMS,
                                      rcpt_params=dsn.RCPT_PARAMS)
         self.transport: asyncio.Transport | None = None
@@ -308,12 +312,36 @@ class Session(asyncio.Protocol):
                 continue
             if t is ev.BadCommand:
                 self.count("unknown")
-                self.reply(e.reply)
-                continue
-            handler = DISPATCH[t]
-            self.count(handler[0])
-            self.reply(handler[1](self, e))
+                r = e.reply
+            else:
+                handler = DISPATCH[t]
+                self.count(handler[0])
+                r = handler[1](self, e)
+            if conn.errors >= self.sc.soft_errors and self.sc.error_sleep > 0:
+                self.delay_reply(r)
+                return
+            self.reply(r)
         self.flush()
+
+    def delay_reply(self, r: R.Reply) -> None:
+        """Past smtpd_soft_error_limit every reply waits smtpd_error_sleep_time (Postfix)."""
+        self.flush()
+        self.busy = True              # no timeout, no pump, while the reply waits
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(self.sc.error_sleep, self._send_delayed, r)
+
+    def _send_delayed(self, r: R.Reply) -> None:
+        self.busy = False
+        if self.closed:
+            self.reset()              # a DATA whose 354 was waiting: drop its queue file
+            return
+        self.last = time.monotonic()
+        self.reply(r)
+        if not r.close:
+            self.transport.resume_reading()
+            self.pump()
+        else:
+            self.flush()
 
     # -- commands ---------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ _Parser = Callable[["ServerConnection", str], "Event | Reply"]
 class ServerConnection:
     def __init__(self, hostname: str, *, max_line: int = 2048,
                  message_size_limit: int = 10240000, lmtp: bool = False,
-                 max_errors: int = 20,
+                 max_errors: int = 20, max_junk: int = 100,
                  mail_params: frozenset[str] = DEFAULT_MAIL_PARAMS,
                  rcpt_params: frozenset[str] = frozenset()) -> None:
         self.hostname = hostname
@@ -61,10 +61,12 @@ class ServerConnection:
         self.message_size_limit = message_size_limit
         self.lmtp = lmtp
         self.max_errors = max_errors
+        self.max_junk = max_junk
         self.mail_params = mail_params
         self.rcpt_params = rcpt_params
         self.state = State.CONNECTED
-        self.errors = 0            # 5xx replies since the last accepted message
+        self.errors = 0            # 4xx/5xx replies since the last accepted message
+        self.junk = 0              # NOOP/VRFY/RSET since then (smtpd_junk_command_limit)
         self.recipients = 0        # accepted RCPTs in this transaction
         self.smtputf8 = False      # this transaction's MAIL carried SMTPUTF8
         self._buf = b""
@@ -124,12 +126,20 @@ class ServerConnection:
             if reply.close:
                 self.state = State.CLOSED
             return reply.to_bytes()
-        if reply.code >= 500:
+        # Postfix counts a command that failed (4xx or 5xx) as an error, and each junk
+        # command past smtpd_junk_command_limit too, so that a client cannot stay for
+        # ever on NOOPs sent just inside smtpd_timeout.
+        if reply.code >= 400:
             self.errors += 1
+        if type(ev) in _JUNK:
+            self.junk += 1
+            if self.junk > self.max_junk:
+                self.errors += 1
         if isinstance(ev, EndOfData):
             self._replies_due -= 1
             if reply.is_positive:
-                self.errors = 0    # Postfix: the error limit counts "without delivering mail"
+                # Postfix: both limits count "without delivering mail".
+                self.errors = self.junk = 0
             if self._replies_due > 0 and not reply.close:
                 return reply.to_bytes()    # LMTP: more recipients to answer
         self._pending = None
@@ -295,6 +305,8 @@ class ServerConnection:
     def _help(self, arg: str) -> Event | Reply:
         return Help(arg.strip())
 
+
+_JUNK = frozenset({Noop, Vrfy, Rset})       # Postfix's SMTPD_CMD_FLAG_LIMIT (ETRN too)
 
 _COMMON: dict[str, tuple[type, _Parser]] = {
     "MAIL": (MailFrom, ServerConnection._mail),

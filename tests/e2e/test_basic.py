@@ -2,6 +2,7 @@
 import email
 import mailbox
 import os
+import re
 import shutil
 import signal
 import smtplib
@@ -307,3 +308,37 @@ def test_agents_start_on_demand_and_leave_when_idle(instance_factory):
     send(inst, ["demo@localhost"])
     wait_for(lambda: len(inst.delivered()) == 2, 30, what="second delivery (agent started again)")
     assert inst.service_pids("virtual") and inst.service_pids("virtual") != first
+
+
+def _reply(sock) -> tuple[bytes, float]:
+    """One reply (all its lines) and the seconds it took to come."""
+    t0, buf = time.monotonic(), b""
+    while not re.search(rb"(^|\n)\d{3} [^\n]*\n$", buf):
+        chunk = sock.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf, time.monotonic() - t0
+
+
+def test_error_and_junk_limits_slow_down_then_disconnect(instance_factory):
+    inst = instance_factory(main={"smtpd_soft_error_limit": "2", "smtpd_hard_error_limit": "4",
+                                  "smtpd_error_sleep_time": "1s", "smtpd_junk_command_limit": "3"})
+    s = socket.create_connection(("127.0.0.1", inst.port), timeout=30)
+    _reply(s)
+    took = []
+    for cmd in (b"EHLO x", b"NOOP", b"NOOP", b"NOOP",   # within the junk limit: no error
+                b"NOOP",                                # junk 4: error 1
+                b"FOO",                                 # error 2: the soft limit
+                b"NOOP",                                # slowed; error 3
+                b"BAR"):                                # slowed; error 4
+        s.sendall(cmd + b"\r\n")
+        reply, seconds = _reply(s)
+        took.append((cmd, reply[:3], seconds))
+    assert [r for _, r, _ in took] == [b"250"] * 5 + [b"502", b"250", b"502"], took
+    assert all(sec < 0.9 for _, _, sec in took[:6]), took
+    assert all(sec >= 0.9 for _, _, sec in took[6:]), took
+    last, seconds = _reply(s)        # the hard limit: 421 (also slowed) and the end
+    assert last.startswith(b"421 4.7.0") and seconds >= 0.9, (last, seconds)
+    assert s.recv(1) == b""
+    s.close()

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from estafeta.proto import replies as R
 from estafeta.proto.events import (
-    CLOSED, NEED_DATA, BadCommand, Data, EndOfData, Lhlo, MailFrom, MessageData, RcptTo,
+    CLOSED, NEED_DATA, BadCommand, Data, EndOfData, Helo, Lhlo, MailFrom, MessageData, RcptTo,
 )
 from estafeta.proto.smtp_server import ServerConnection
 from estafeta.testing.dialog import AcceptAllDriver
@@ -136,3 +136,25 @@ def test_fuzz_garbage_never_crashes(junk):
     conn = ServerConnection("mx.test", max_line=64)
     events, out = drive(conn, b"HELO c\r\n" + junk, b"")
     assert all(line[:3].isdigit() for line in out.split(b"\r\n") if line)
+
+
+def test_4xx_replies_count_as_errors():
+    # Postfix counts every failed command, temporary or not, toward smtpd_hard_error_limit.
+    conn = ServerConnection("mx.test", max_errors=2)
+    conn.receive_data(b"HELO c\r\nMAIL FROM:<a@b>\r\nMAIL FROM:<a@b>\r\nNOOP\r\n")
+    assert isinstance(conn.next_event(), Helo)
+    conn.send(R.Reply(250, "", "mx.test"))
+    for _ in range(2):
+        assert isinstance(conn.next_event(), MailFrom)
+        conn.send(R.Reply(451, "4.3.0", "try later"))
+    assert conn.next_event() == BadCommand(R.TOO_MANY_ERRORS)
+
+
+def test_junk_count_resets_after_a_message():
+    conn = ServerConnection("mx.test", max_errors=1, max_junk=2)
+    events, out = drive(conn, b"HELO c\r\nNOOP\r\nNOOP\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+                        b"x\r\n.\r\nNOOP\r\nNOOP\r\nNOOP\r\n")
+    # Two NOOPs before the message cost nothing; the third one after it is an error,
+    # and at max_errors the server says 421 without waiting for another command.
+    after = out.split(b"queued as TESTID\r\n")[1]
+    assert after == b"250 2.0.0 Ok\r\n" * 3 + b"421 4.7.0 Error: too many errors\r\n", out
