@@ -400,6 +400,8 @@ class Master:
             await asyncio.sleep(0.05)
         for c in children:
             if c.proc.poll() is None:
+                maillog.log.warning(f"process {c.service.entry.name} pid {c.proc.pid} did not stop "
+                                    f"in 15 s: killed")
                 self.signal_child(c, signal.SIGKILL)
                 c.proc.wait()
         maillog.log.info("terminating on signal")
