@@ -212,7 +212,7 @@ class RegexpTable(PatternTable):
         pyflags = re.ASCII | (re.IGNORECASE if "i" in on else 0) | (re.MULTILINE if "m" in on else re.DOTALL)
         try:
             return re.compile(py.encode("utf-8", "surrogateescape"), pyflags), False
-        except re.error as e:
+        except (re.error, OverflowError) as e:      # OverflowError: a{99999999999}
             raise RegexSyntaxError(f"bad regular expression {pattern!r}: {e}") from None
 
 
@@ -232,5 +232,5 @@ class PcreTable(PatternTable):
             | (re.DOTALL if "s" in on else 0)
         try:
             return re.compile(py.encode("utf-8", "surrogateescape"), pyflags), "A" in on
-        except re.error as e:
+        except (re.error, OverflowError) as e:      # OverflowError: a{99999999999}
             raise RegexSyntaxError(f"bad regular expression {pattern!r}: {e}") from None

@@ -50,6 +50,8 @@ def test_flags_delimiters_and_continuation(tmp_path, kind) -> None:
     ("regexp", " /a/ x\n", 1, "must not start with whitespace"),
     ("regexp", "/a x\n", 1, "missing closing delimiter"),
     ("pcre", "# x\n/(?R)/ x\n", 2, "unsupported group syntax"),
+    ("pcre", "/a{99999999999}/ x\n", 1, "repetition number is too large"),     # atheris
+    ("regexp", "/a/ x\n/a{99999999999}/ x\n", 2, "repetition number is too large"),
     ("pcre", "/a\\K/ x\n", 1, "escape \\K is not supported"),
     ("pcre", "if /a/ text\nendif\n", 1, "text after the if pattern"),
     ("cidr", "1.2.3.4/8 x\n", 1, "non-null host address bits"),
