@@ -30,13 +30,28 @@ class Reply:
         for i, line in enumerate(all_lines):
             sep = "-" if i < len(all_lines) - 1 else " "
             out.append(f"{self.code}{sep}{prefix}{line}\r\n")
-        return "".join(out).encode("utf-8", "surrogateescape")
+        data = "".join(out).encode("utf-8", "surrogateescape")
+        if len(data) <= MAX_REPLY_LINE:
+            return data
+        # RFC 5321 4.5.3.1.5: a reply line is at most 512 octets with its CRLF. A text
+        # that quotes the client (a 490-octet address) is cut, never sent over-long.
+        return b"".join(_cut(line) + b"\r\n" for line in data.split(b"\r\n")[:-1])
 
     def with_text(self, text: str) -> "Reply":
         return Reply(self.code, self.enhanced, text, self.lines, self.close)
 
     def __str__(self) -> str:
         return f"{self.code} {self.enhanced + ' ' if self.enhanced else ''}{self.text}"
+
+
+MAX_REPLY_LINE = 512       # octets, CRLF included (RFC 5321 4.5.3.1.5)
+
+
+def _cut(line: bytes) -> bytes:
+    """At most 510 octets, not ending inside a UTF-8 sequence (SMTPUTF8 addresses)."""
+    if len(line) <= MAX_REPLY_LINE - 2:
+        return line
+    return line[:MAX_REPLY_LINE - 2].decode("utf-8", "ignore").encode("utf-8")
 
 
 # --------------------------------------------------------------------------

@@ -21,3 +21,18 @@ def test_close_flags():
     for reply in (R.BYE, R.TOO_MANY_ERRORS, R.SHUTDOWN, R.TIMEOUT, R.BARE_LF_COMMAND):
         assert reply.close
     assert not R.OK.close
+
+
+def test_reply_lines_never_exceed_512_octets():
+    # RFC 5321 4.5.3.1.5. A reply quoting a long (SMTPUTF8) address is cut, and not
+    # inside a UTF-8 sequence.
+    addr = "ü" * 245 + "@example.org"
+    r = R.Reply(550, "5.1.1", f"<{addr}>: Recipient address rejected: User unknown", ("first line",))
+    wire = r.to_bytes()
+    lines = wire.split(b"\r\n")[:-1]
+    assert lines[0] == b"550-5.1.1 first line"
+    assert len(lines) == 2 and all(len(ln) + 2 <= 512 for ln in lines)
+    assert lines[1].startswith(b"550 5.1.1 <\xc3\xbc") and len(lines[1]) >= 505
+    lines[1].decode("utf-8")          # whole characters only
+    short = R.Reply(250, "2.1.5", "Ok")
+    assert short.to_bytes() == b"250 2.1.5 Ok\r\n"
