@@ -206,10 +206,20 @@ def cmd_config(args) -> int:
 
 # -- tables: map (postmap) and newaliases ---------------------------------------------
 
+def default_database_type(args) -> str:
+    """The type of a table named without one (postmap, newaliases): main.cf's
+    default_database_type; its default when there is no main.cf yet."""
+    path = os.path.join(config_dir(args), "main.cf")
+    if not os.path.exists(path):
+        from ..config.params import PARAMS
+        return PARAMS["default_database_type"].default
+    return load(config_dir(args)).get("default_database_type").strip()
+
+
 def cmd_map(args) -> int:
     """postmap: build TYPE:NAME's index from its source, or query it with -q / dump with -s."""
     from ..tables import open_table
-    spec = args.table if ":" in args.table else f"hash:{args.table}"
+    spec = args.table if ":" in args.table else f"{default_database_type(args)}:{args.table}"
     kind, _, path = spec.partition(":")
     if args.query is not None or args.dump:
         from ..tables import TableTempError

@@ -23,6 +23,8 @@ def rebuild(cfg) -> list[tuple[str, int]]:
     from ..tables.aliases import build_database
     done = []
     for spec in split_table_list(cfg.get("alias_database")):
+        if ":" not in spec:         # a bare file name: default_database_type, as Postfix
+            spec = f"{cfg.get('default_database_type').strip()}:{spec}"
         n = build_database(spec)
         if n >= 0:
             done.append((spec, n))

@@ -12,6 +12,9 @@ Flags follow Postfix's sendmail(1): -t -f/-r -F -i/-oi -N -R -V -v -C, modes -bm
 -bp -bi -bd -bs -bv, queue runs -q, -q<interval>, -qI/-qR/-qS<substring>. Sendmail
 flags that Postfix ignores (-Am -Ac -B -bh -bH -G -h -L -m -n -O -o<x> -U -X -e -p
 -c -x) are accepted and ignored. Exit codes are sysexits.h's.
+Submitting (-bm, -t, -bs) is for the users authorized_submit_users lists (Postfix's
+match list: names, !name, /file/name, type:table; the real uid's login name, or
+"unknown"); others get "User NAME(UID) is not allowed to submit mail", EX_NOPERM.
 The pure parts (parse_args, parse_interval, read_message, extract_recipients)
 are unit-tested in tests/unit/cli/test_cli_sendmail.py.
 """
@@ -267,6 +270,60 @@ def login_name() -> str:
         return f"uid{os.getuid()}"
 
 
+def submit_allowed(patterns: str, user: str) -> bool:
+    """Postfix's string match list: the first pattern that matches decides; "!" in
+    front negates; /file/name stands for the words in that file; type:table matches
+    a user it has a key for (the value does not matter: static:anyone matches all).
+    No match, and an empty list, deny."""
+    from ..tables import open_table, split_table_list
+    user = user.lower()
+
+    def match(pattern: str, depth: int = 0) -> bool | None:
+        negate = pattern.startswith("!")
+        p = pattern[1:] if negate else pattern
+        hit: bool | None
+        if p.startswith("/") and depth < 5:
+            try:
+                with open(p, encoding="utf-8", errors="surrogateescape") as f:
+                    words = [w for line in f if not line.lstrip().startswith("#") for w in split_table_list(line)]
+            except OSError as e:
+                raise qa.CommandError(f"fatal: open {p}: {e.strerror}", EX_CONFIG) from None
+            hit = next((r for w in words if (r := match(w, depth + 1)) is not None), None)
+            if hit is None:
+                return None
+            return not hit if negate else hit
+        if ":" in p:
+            hit = open_table(p).lookup(user) is not None
+        else:
+            hit = p.lower() == user
+        return (not negate) if hit else None
+
+    for pattern in split_table_list(patterns):
+        result = match(pattern)
+        if result is not None:
+            return result
+    return False
+
+
+def check_submit_user(cfg) -> None:
+    """authorized_submit_users, as Postfix's sendmail (and postdrop) check it."""
+    uid = os.getuid()
+    try:
+        name = pwd.getpwuid(uid).pw_name
+    except KeyError:
+        name = "unknown"
+    from ..core.errors import ConfigError
+    from ..tables import TableTempError
+    try:
+        allowed = submit_allowed(cfg.get("authorized_submit_users"), name)
+    except ConfigError as e:
+        raise qa.CommandError(f"fatal: authorized_submit_users: {e}", EX_CONFIG) from None
+    except TableTempError as e:
+        raise qa.CommandError(f"fatal: authorized_submit_users: lookup error: {e.reason}", EX_TEMPFAIL) from None
+    if not allowed:
+        raise qa.CommandError(f"fatal: User {name}({uid}) is not allowed to submit mail", EX_NOPERM)
+
+
 def submit(o: Options, store, stdin: bytes, out=sys.stderr) -> int:
     message = read_message(stdin, o.ignore_dots)
     header, rest = split_header(message)
@@ -325,7 +382,13 @@ def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
     from ..proto import events as ev
     from ..proto.smtp_server import ServerConnection
     from ..queue import maildrop
-    conn = ServerConnection(cfg.get("myhostname"), message_size_limit=cfg.get_int("message_size_limit"))
+    from ..proto.smtp_server import DEFAULT_MAIL_PARAMS
+    utf8 = cfg.get_bool("smtputf8_enable")
+    conn = ServerConnection(cfg.get("myhostname"), message_size_limit=cfg.get_int("message_size_limit"),
+                            mail_params=DEFAULT_MAIL_PARAMS if utf8 else DEFAULT_MAIL_PARAMS - {"SMTPUTF8"},
+                            strict_envelopes=cfg.get_bool("strict_rfc821_envelopes"))
+    ehlo = R.ehlo_reply(cfg.get("myhostname"), cfg.get_int("message_size_limit"), smtputf8=utf8)
+    vrfy = R.VRFY_DISABLED if cfg.get_bool("disable_vrfy_command") else R.VRFY_REPLY
     queued = R.Reply(250, "2.0.0", "Ok: queued")
     write = outfile.write
     write(conn.greeting())
@@ -350,7 +413,7 @@ def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
             if isinstance(e, (ev.Helo,)):
                 reply = R.Reply(250, "", cfg.get("myhostname"))
             elif isinstance(e, ev.Ehlo):
-                reply = conn.ehlo_reply()
+                reply = ehlo
             elif isinstance(e, ev.MailFrom):
                 sender, rcpts, body = e.address, [], bytearray()
                 reply = R.SENDER_OK
@@ -377,7 +440,7 @@ def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
             elif isinstance(e, ev.Quit):
                 reply = R.BYE
             elif isinstance(e, ev.Vrfy):
-                reply = R.VRFY_REPLY
+                reply = vrfy
             elif isinstance(e, ev.Help):
                 reply = R.HELP
             elif isinstance(e, ev.BadCommand):
@@ -448,6 +511,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
             return queue_run(o, store)
         if o.mode == "v":
             return verify(o, cfg, sys.stdin.buffer.read() if o.extract else None)
+        check_submit_user(cfg)
         if o.mode == "s":
             return smtp_on_stdio(o, cfg, store, sys.stdin.buffer, sys.stdout.buffer)
         return submit(o, store, sys.stdin.buffer.read())

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from estafeta.core.errors import ConfigError
 
-from .params import PARAMS, Bool, Duration, Int, List, ParamType, Size
+from .params import MYNETWORKS_STYLES, PARAMS, Bool, Duration, Int, List, Param, ParamType, Size
 
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
@@ -101,6 +101,8 @@ class MainConfig:
         self._cache: dict[str, str] = {}
         self._computing: set[str] = set()
         self.duplicates: list[tuple[Setting, Setting]] = []  # (overridden, winner)
+        # Where main.cf was read from: config_directory when main.cf does not set it.
+        self.config_dir: str | None = None
 
     # --- construction -----------------------------------------------------
     @classmethod
@@ -124,7 +126,9 @@ class MainConfig:
                 text = f.read()
         except OSError as e:
             raise ConfigError(path, 0, f"cannot read: {e.strerror}") from e
-        return cls.parse(text, path)
+        cfg = cls.parse(text, path)
+        cfg.config_dir = os.path.dirname(os.path.abspath(path))
+        return cfg
 
     def overrides(self, values: Mapping[str, str], *, path: str | None = None,
                   line: int = 0) -> MainConfig:
@@ -135,6 +139,7 @@ class MainConfig:
         """
         new = MainConfig(self._settings, self.path)
         new.duplicates = list(self.duplicates)
+        new.config_dir = self.config_dir
         for name, value in values.items():
             if not NAME_RE.fullmatch(name):
                 raise ConfigError(path or self.path, line, f"bad parameter name: {name!r}")
@@ -175,11 +180,20 @@ class MainConfig:
         finally:
             self._computing.discard(name)
 
+    def implicit(self, name: str) -> str | None:
+        """The unexpanded value when main.cf does not set name: its default, except
+        config_directory, which is the directory main.cf was read from (as Postfix's
+        -c DIR and MAIL_CONFIG), so that "$config_directory/aliases" follows the
+        instance."""
+        if name == "config_directory" and self.config_dir:
+            return self.config_dir.replace("$", "$$")
+        return self.default(name)
+
     def _lookup_raw(self, name: str) -> str | None:
         s = self._settings.get(name)
         if s is not None:
             return s.value
-        return self.default(name)
+        return self.implicit(name)
 
     def get(self, name: str) -> str:
         """The expanded value: explicit setting, else the declared default.
@@ -361,9 +375,11 @@ def check(cfg: MainConfig) -> list[str]:
     """Validate every parameter; return warnings, raise ConfigError on errors.
 
     Errors: a value that fails its declared type or cannot be expanded
-    (reported at the line that set it). Warnings: duplicate settings and
-    unknown parameters that no other value references (Postfix's "unused
-    parameter"; referenced ones are user-defined macros and fine).
+    (reported at the line that set it), an unknown mynetworks_style. Warnings:
+    duplicate settings, unknown parameters that no other value references
+    (Postfix's "unused parameter"; referenced ones are user-defined macros and
+    fine), and declared parameters that estafeta does not act on (Param.ignored)
+    set to a value that asks for something: "FILE, line N: NAME is REASON: ignored".
     """
     warnings: list[str] = []
     for old, new in cfg.duplicates:
@@ -381,7 +397,26 @@ def check(cfg: MainConfig) -> list[str]:
             cfg.value(name)
         else:
             cfg.get(name)
+    style = cfg.get("mynetworks_style").strip().lower()
+    if style not in MYNETWORKS_STYLES:
+        path, line = cfg._where("mynetworks_style")
+        raise ConfigError(path, line, f"parameter mynetworks_style: unknown value {style!r} "
+                                      f"(want {', '.join(MYNETWORKS_STYLES)})")
+    for name, s in cfg._settings.items():
+        p = PARAMS.get(name)
+        if p is not None and p.ignored and not _asks_nothing(cfg, p):
+            warnings.append(f"{s.path}, line {s.line}: {name} is {p.ignored}: ignored")
     return warnings
+
+
+def _asks_nothing(cfg: MainConfig, p: Param) -> bool:
+    """Is the setting of an ignored parameter its default, or one of its inert values
+    (what estafeta does anyway)? Compared as typed values: "biff = NO" is "no"."""
+    def typed(raw: str) -> object:
+        v = p.type.parse(cfg.expand(raw), p.unit)
+        return v.strip() if isinstance(v, str) else v
+    got = typed(cfg.raw(p.name) or "")
+    return any(got == typed(v) for v in (cfg.implicit(p.name) or "", *p.inert))
 
 
 # --- postconf -e --------------------------------------------------------------

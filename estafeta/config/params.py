@@ -16,9 +16,11 @@ them. Two defaults depend on the host and are computed (myhostname, mydomain).
 from __future__ import annotations
 
 import functools
+import ipaddress
 import re
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 # A getter returns the expanded value of another parameter; computed defaults
@@ -141,6 +143,9 @@ class Param:
     ``default`` is the unexpanded default as text; for computed parameters it
     describes the computation (for the docs) and ``compute`` gives the value.
     ``unit`` is the unit of a bare number for Duration parameters.
+    ``ignored`` says why estafeta does not act on the parameter (yet): check()
+    warns when main.cf sets it to anything but the default or one of
+    ``inert``, values that ask for what estafeta does anyway ("biff = no").
     """
 
     name: str
@@ -149,6 +154,8 @@ class Param:
     doc: str
     unit: str = "s"
     compute: Callable[[Getter], str] | None = None
+    ignored: str = ""
+    inert: tuple[str, ...] = ()
 
     def default_value(self, get: Getter) -> str:
         return self.compute(get) if self.compute else self.default
@@ -173,6 +180,70 @@ def _default_mydomain(get: Getter) -> str:
     return rest if "." in rest else "localdomain"
 
 
+MYNETWORKS_STYLES = ("host", "subnet", "class")
+_Interface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+
+
+def style_networks(style: str, interfaces: Iterable[_Interface]) -> list[str]:
+    """mynetworks for a mynetworks_style, given this host's interface addresses.
+
+    host: the loopback networks only (ours; Postfix adds each interface address as a
+    /32 or /128, which trusts no one else either); subnet: also the subnet of each
+    interface; class: also each IPv4 address's class A, B or C network (IPv6: its
+    subnet, as Postfix). An unknown style counts as host; check() reports it.
+    """
+    out = ["127.0.0.0/8", "[::1]/128"]
+    if style not in ("subnet", "class"):
+        return out
+    for iface in interfaces:
+        if iface.ip.is_loopback:
+            continue
+        net = iface.network
+        if style == "class" and iface.version == 4:
+            first = int(iface.ip) >> 24
+            prefix = 8 if first < 128 else 16 if first < 192 else 24 if first < 224 else 32
+            net = ipaddress.ip_network(f"{iface.ip}/{prefix}", strict=False)
+        text = f"[{net.network_address}]/{net.prefixlen}" if net.version == 6 else str(net)
+        if text not in out:
+            out.append(text)
+    return out
+
+
+@functools.lru_cache(maxsize=1)
+def _host_interfaces() -> tuple[_Interface, ...]:
+    """This host's interface addresses with their prefix lengths (Linux; elsewhere
+    none, so that subnet and class fall back to loopback only). IPv4 through the
+    SIOCGIFADDR / SIOCGIFNETMASK ioctls, IPv6 from /proc/net/if_inet6; no privilege
+    needed. io/interfaces.py lists the bare addresses for mail loop detection."""
+    out: list[_Interface] = []
+    if not sys.platform.startswith("linux"):
+        return ()
+    import fcntl
+    import struct
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        for _, name in socket.if_nameindex():
+            req = struct.pack("256s", name.encode()[:15])
+            try:
+                addr = fcntl.ioctl(s.fileno(), 0x8915, req)[20:24]      # SIOCGIFADDR
+                mask = fcntl.ioctl(s.fileno(), 0x891B, req)[20:24]      # SIOCGIFNETMASK
+            except OSError:
+                continue                                                # no IPv4 address
+            out.append(ipaddress.IPv4Interface(f"{socket.inet_ntoa(addr)}/{socket.inet_ntoa(mask)}"))
+    try:
+        with open("/proc/net/if_inet6", encoding="ascii", errors="replace") as f:
+            for line in f:
+                w = line.split()        # address, index, prefix length (hex), scope, flags, name
+                if len(w) >= 3 and len(w[0]) == 32:
+                    out.append(ipaddress.IPv6Interface((int(w[0], 16), int(w[2], 16))))
+    except (OSError, ValueError):
+        pass
+    return tuple(out)
+
+
+def _default_mynetworks(get: Getter) -> str:
+    return " ".join(style_networks(get("mynetworks_style").strip().lower(), _host_interfaces()))
+
+
 def _p(name: str, type_: ParamType, default: str, doc: str, **kw: object) -> Param:
     return Param(name, type_, default, doc, **kw)  # type: ignore[arg-type]
 
@@ -181,7 +252,9 @@ def _client_params(p: str, name: str, *, port: str, connect_timeout: str) -> lis
     """The SMTP and LMTP clients share one set of knobs under two prefixes (Postfix 2.3+)."""
     return [
         _p(f"{p}_connect_timeout", Duration, connect_timeout, f"How long the {name} client waits for a TCP connection (0: no limit)."),
-        _p(f"{p}_helo_timeout", Duration, "300s", f"How long the {name} client waits for the greeting and the EHLO/HELO reply."),
+        _p(f"{p}_helo_timeout", Duration, "300s", f"How long the {name} client waits for the greeting and the EHLO/HELO reply.",
+           # Postfix has no lmtp_helo_timeout: the LMTP client waits lmtp_lhlo_timeout.
+           ignored="not used: the LMTP client waits lmtp_lhlo_timeout" if p == "lmtp" else ""),
         _p(f"{p}_starttls_timeout", Duration, "300s", f"How long the {name} client waits for the STARTTLS reply and the TLS handshake."),
         _p(f"{p}_mail_timeout", Duration, "300s", f"How long the {name} client waits for the reply to MAIL FROM."),
         _p(f"{p}_rcpt_timeout", Duration, "300s", f"How long the {name} client waits for the reply to RCPT TO."),
@@ -202,15 +275,21 @@ def _client_params(p: str, name: str, *, port: str, connect_timeout: str) -> lis
 
 _ALL: list[Param] = [
     # --- Paths and identity -------------------------------------------------
-    _p("config_directory", Path, "/etc/estafeta", "Directory holding main.cf and master.cf."),
+    _p("config_directory", Path, "/etc/estafeta",
+       "Directory holding main.cf and master.cf; when main.cf does not set it, the directory it was read from "
+       "(-c DIR, $ESTAFETA_CONFIG), so that $config_directory names the instance's own files.",
+       ignored="informational only: estafeta reads the directory given with -c DIR or $ESTAFETA_CONFIG"),
     _p("queue_directory", Path, "/var/spool/estafeta", "Root of the mail queue (incoming, active, deferred, ...)."),
     _p("data_directory", Path, "/var/lib/estafeta", "Directory for writable state such as caches and locks."),
-    _p("command_directory", Path, "/usr/sbin", "Directory holding the estafeta administrative commands."),
-    _p("daemon_directory", Path, "/usr/lib/estafeta", "Directory holding helper programs run by the master (ours: Python services need none)."),
+    _p("command_directory", Path, "/usr/sbin", "Directory holding the estafeta administrative commands.",
+       ignored="informational only: estafeta's commands are console scripts found on $PATH"),
+    _p("daemon_directory", Path, "/usr/lib/estafeta", "Directory holding helper programs run by the master (ours: Python services need none).",
+       ignored="informational only: estafeta's services are Python modules, not programs in a directory"),
     _p("mail_owner", Str, "estafeta", "Unprivileged account that owns the queue and runs network-facing services (ours: estafeta)."),
-    _p("setgid_group", Str, "estafetadrop", "Group used by the sendmail command to write into the maildrop directory."),
+    _p("setgid_group", Str, "estafetadrop", "Group used by the sendmail command to write into the maildrop directory.",
+       ignored="informational only: the sendmail command needs no set-group-id helper (queue/maildrop.py)"),
     _p("default_privs", Str, "nobody", "Account whose rights deliveries to files and commands get when no other owner applies."),
-    _p("mail_name", Str, "Estafeta", "Name of the mail system, used in notices and the Received: header."),
+    _p("mail_name", Str, "Estafeta", "Name of the mail system, shown in the Received: header (\"by HOST (Estafeta)\")."),
     _p("myhostname", Str, "(system host name, with .localdomain added when it has no dot)",
        "Fully qualified host name of this machine, used in the banner, HELO and Received: headers.",
        compute=_default_myhostname),
@@ -219,8 +298,12 @@ _ALL: list[Param] = [
     _p("myorigin", Str, "$myhostname", "Domain appended to unqualified sender addresses of locally posted mail."),
     _p("mydestination", List, "$myhostname, localhost.$mydomain, localhost",
        "Domains delivered by local_transport (the local domain class)."),
-    _p("mynetworks", List, "127.0.0.0/8 [::1]/128", "Trusted client networks that may relay (see permit_mynetworks)."),
-    _p("mynetworks_style", Str, "host", "How mynetworks is derived when unset: host, subnet or class."),
+    _p("mynetworks", List, "(from mynetworks_style; host: 127.0.0.0/8 [::1]/128)",
+       "Trusted client networks that may relay (see permit_mynetworks).", compute=_default_mynetworks),
+    _p("mynetworks_style", Str, "host",
+       "How mynetworks is computed when it is not set: host (the loopback networks; ours: Postfix also "
+       "lists this host's own addresses), subnet (also the subnets of this host's interfaces) or class "
+       "(also their class A/B/C networks; IPv6 as subnet)."),
     _p("inet_interfaces", List, "all", "Network addresses the SMTP server and other inet services listen on."),
     _p("inet_protocols", List, "all", "IP protocols to use: ipv4, ipv6 or all."),
     _p("proxy_interfaces", List, "",
@@ -282,16 +365,19 @@ _ALL: list[Param] = [
     _p("home_mailbox", Str, "", "Mailbox path relative to a local user's home; a trailing / means Maildir."),
     _p("mail_spool_directory", Path, "/var/mail", "Directory of mbox spool files for local users when home_mailbox is empty."),
     _p("mailbox_command", Str, "", "Program the local delivery agent runs instead of writing the mailbox itself."),
-    _p("mailbox_transport", Str, "", "Transport that takes over local mailbox delivery after alias expansion."),
-    _p("fallback_transport", Str, "", "Transport for local recipients not found in the UNIX password database."),
+    _p("mailbox_transport", Str, "", "Transport that takes over local mailbox delivery after alias expansion.",
+       ignored="not implemented yet: set local_transport or transport_maps instead"),
+    _p("fallback_transport", Str, "", "Transport for local recipients not found in the UNIX password database.",
+       ignored="not implemented yet: unknown local users bounce"),
     _p("mailbox_size_limit", Size, "51200000", "Largest mailbox file the local delivery agent writes, in bytes (0: no limit)."),
     _p("allow_mail_to_commands", List, "alias, forward", "Where the local delivery agent allows deliveries to |command."),
     _p("allow_mail_to_files", List, "alias, forward", "Where the local delivery agent allows deliveries to /file."),
-    _p("biff", Bool, "yes", "Notify the local biff service of new mail."),
+    _p("biff", Bool, "yes", "Notify the local biff service of new mail.",
+       ignored="not implemented: the local delivery agent does not notify comsat", inert=('no',)),
     _p("forward_path", List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward",
        "Where the local delivery agent looks for a user's .forward file ($user, $home, $extension, $recipient_delimiter expand per recipient)."),
     _p("owner_request_special", Bool, "yes", "Give owner-name and name-request addresses their mailing-list meaning (owner-name receives bounces of alias name)."),
-    _p("expand_owner_alias", Bool, "no", "Use the expansion of owner-name, not owner-name itself, as the sender of alias deliveries."),
+    _p("expand_owner_alias", Bool, "no", "Use the expansion of owner-name (when it is one address), not owner-name itself, as the sender of alias deliveries."),
     _p("propagate_unmatched_extensions", List, "canonical, virtual",
        "Where an address extension not matched by a table is appended to the result: canonical, virtual, alias, forward, include."),
     _p("local_command_shell", Str, "", "Shell for |command deliveries by the local agent; empty: /bin/sh -c."),
@@ -302,7 +388,7 @@ _ALL: list[Param] = [
     _p("header_size_limit", Size, "102400", "Largest message header kept in memory, in bytes; the excess is discarded."),
     _p("line_length_limit", Size, "2048", "Longest input line kept whole; longer lines are split in pieces of this size."),
     _p("bounce_size_limit", Size, "50000", "Largest part of the original message returned in a bounce, in bytes."),
-    _p("default_database_type", Str, "hash", "Table type used when a lookup table is named without a type."),
+    _p("default_database_type", Str, "hash", "Table type of a file named without one by estafeta map (postmap) and newaliases."),
     # --- SMTP server -----------------------------------------------------------
     _p("smtpd_banner", Str, "$myhostname ESMTP", "Text after the 220 code in the greeting; no software version (seed 5.3.3)."),
     _p("smtpd_recipient_limit", Int, "1000", "Most recipients accepted in one transaction."),
@@ -323,17 +409,23 @@ _ALL: list[Param] = [
     _p("smtpd_data_restrictions", List, "", "Access restrictions applied at the DATA command."),
     _p("smtpd_delay_reject", Bool, "yes", "Apply client, HELO and sender restrictions at RCPT TO time."),
     _p("smtpd_helo_required", Bool, "no", "Require HELO or EHLO before MAIL FROM."),
-    _p("disable_vrfy_command", Bool, "no", "Refuse the VRFY command."),
-    _p("strict_rfc821_envelopes", Bool, "no", "Reject MAIL FROM and RCPT TO addresses not in strict RFC 5321 form."),
+    _p("disable_vrfy_command", Bool, "no", "Refuse the VRFY command (502 5.5.1)."),
+    _p("strict_rfc821_envelopes", Bool, "no", "Require <> around MAIL FROM and RCPT TO addresses (501 otherwise)."),
     _p("smtpd_forbid_bare_newline", Bool, "yes", "Reject bare LF line endings in SMTP commands and data (SMTP smuggling defence)."),
-    _p("smtputf8_enable", Bool, "yes", "Announce and accept SMTPUTF8 (RFC 6531)."),
+    _p("smtputf8_enable", Bool, "yes", "Announce and accept SMTPUTF8 (RFC 6531); no: not announced, and MAIL FROM ... SMTPUTF8 is refused as an unknown option."),
     _p("smtpd_worker_count", Int, "0", "Number of SMTP server worker processes (ours; 0 means one per CPU core)."),
-    _p("smtpd_client_connection_count_limit", Int, "50", "Most simultaneous connections from one client (0: no limit)."),
-    _p("smtpd_client_connection_rate_limit", Int, "0", "Most connections from one client per anvil_rate_time_unit (0: no limit)."),
-    _p("smtpd_sasl_auth_enable", Bool, "no", "Offer SMTP AUTH (RFC 4954) to clients."),
-    _p("smtpd_tls_security_level", Str, "", "SMTP server TLS: empty or none, may (offer STARTTLS) or encrypt (require it)."),
-    _p("smtpd_tls_cert_file", Path, "", "PEM certificate chain of the SMTP server."),
-    _p("smtpd_tls_key_file", Path, "$smtpd_tls_cert_file", "PEM private key of the SMTP server."),
+    _p("smtpd_client_connection_count_limit", Int, "50", "Most simultaneous connections from one client (0: no limit).",
+       ignored="not implemented yet (SPEC S6: limits)"),
+    _p("smtpd_client_connection_rate_limit", Int, "0", "Most connections from one client per anvil_rate_time_unit (0: no limit).",
+       ignored="not implemented yet (SPEC S6: limits)"),
+    _p("smtpd_sasl_auth_enable", Bool, "no", "Offer SMTP AUTH (RFC 4954) to clients.",
+       ignored="not implemented yet (SPEC S1: AUTH)"),
+    _p("smtpd_tls_security_level", Str, "", "SMTP server TLS: empty or none, may (offer STARTTLS) or encrypt (require it).",
+       ignored="not implemented yet (SPEC S1: STARTTLS)", inert=('none',)),
+    _p("smtpd_tls_cert_file", Path, "", "PEM certificate chain of the SMTP server.",
+       ignored="not implemented yet (SPEC S1: STARTTLS)"),
+    _p("smtpd_tls_key_file", Path, "$smtpd_tls_cert_file", "PEM private key of the SMTP server.",
+       ignored="not implemented yet (SPEC S1: STARTTLS)"),
     _p("unknown_local_recipient_reject_code", Int, "550", "SMTP code for recipients not found in local_recipient_maps."),
     _p("unknown_virtual_mailbox_reject_code", Int, "550", "SMTP code for recipients not found in virtual_mailbox_maps."),
     _p("access_map_reject_code", Int, "554", "SMTP code for a REJECT result of an access table (check_*_access)."),
@@ -347,7 +439,8 @@ _ALL: list[Param] = [
     _p("smtpd_reject_unlisted_recipient", Bool, "yes",
        "Reject unknown local and virtual mailbox recipients even without reject_unlisted_recipient in the lists."),
     _p("smtpd_reject_unlisted_sender", Bool, "no", "Reject unknown local and virtual mailbox senders, as reject_unlisted_sender."),
-    _p("authorized_submit_users", List, "static:anyone", "Local users allowed to submit mail with the sendmail command."),
+    _p("authorized_submit_users", List, "static:anyone", "Users allowed to submit mail with the sendmail command (-bm, -t, -bs): names, !name, /file/name, "
+       "type:table; the first match decides; empty: no one."),
     # --- SMTP client ------------------------------------------------------------
     *_client_params("smtp", "SMTP", port="25", connect_timeout="30s"),
     *_client_params("lmtp", "LMTP", port="24", connect_timeout="0s"),
@@ -369,7 +462,8 @@ _ALL: list[Param] = [
        "priority (smallest first), host (first recipient's domain), filename (queue id: oldest first), "
        "time (arrival), modification (next-attempt time) or random (ours)."),
     _p("qmgr_message_active_limit", Int, "20000", "Most messages in the active queue."),
-    _p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients of all active messages."),
+    _p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients of all active messages.",
+       ignored="not implemented yet: qmgr_message_active_limit bounds the active queue"),
     _p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination per transport."),
     _p("default_destination_recipient_limit", Int, "50", "Most recipients per delivery request per transport."),
     _p("local_destination_concurrency_limit", Int, "2", "Most parallel local deliveries to one recipient."),
@@ -378,26 +472,38 @@ _ALL: list[Param] = [
     _p("fsync_queue", Bool, "yes", "fsync queue files and their directories before acknowledging mail (ours)."),
     _p("soft_bounce", Bool, "no", "Turn hard bounces into deferrals; for testing a new configuration."),
     # --- Notices -------------------------------------------------------------------
-    _p("notify_classes", List, "resource, software", "Problem classes reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software."),
+    _p("notify_classes", List, "resource, software", "Problem classes reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software.",
+       ignored="not implemented yet: the postmaster gets double bounces only (2bounce_notice_recipient)"),
     _p("2bounce_notice_recipient", Str, "postmaster", "Recipient of undeliverable bounces."),
-    _p("bounce_notice_recipient", Str, "postmaster", "Recipient of bounce copies when notify_classes has bounce."),
-    _p("delay_notice_recipient", Str, "postmaster", "Recipient of delay copies when notify_classes has delay."),
-    _p("error_notice_recipient", Str, "postmaster", "Recipient of protocol, policy, resource and software problem reports."),
-    _p("always_bcc", Str, "", "Address that gets a copy of every message."),
-    _p("sender_bcc_maps", List, "", "Tables giving a BCC address per sender."),
-    _p("recipient_bcc_maps", List, "", "Tables giving a BCC address per recipient."),
+    _p("bounce_notice_recipient", Str, "postmaster", "Recipient of bounce copies when notify_classes has bounce.",
+       ignored="not implemented yet (notify_classes)"),
+    _p("delay_notice_recipient", Str, "postmaster", "Recipient of delay copies when notify_classes has delay.",
+       ignored="not implemented yet (notify_classes)"),
+    _p("error_notice_recipient", Str, "postmaster", "Recipient of protocol, policy, resource and software problem reports.",
+       ignored="not implemented yet (notify_classes)"),
+    _p("always_bcc", Str, "", "Address that gets a copy of every message entering the system (not of notices estafeta makes "
+       "itself), added as a recipient with NOTIFY=NEVER."),
+    _p("sender_bcc_maps", List, "", "Tables giving a BCC address per envelope sender (after canonical rewriting; keys as canonical(5)), "
+       "added like always_bcc."),
+    _p("recipient_bcc_maps", List, "", "Tables giving a BCC address per envelope recipient (after canonical rewriting, before virtual alias "
+       "expansion; keys as canonical(5)), added like always_bcc."),
     # --- Processes and logging ----------------------------------------------------
-    _p("daemon_timeout", Duration, "18000s", "How long a service may take on one request before it is killed."),
-    _p("ipc_timeout", Duration, "3600s", "How long internal communication may block before it fails."),
+    _p("daemon_timeout", Duration, "18000s", "How long a service may take on one request before it is killed.",
+       ignored="not implemented: services have no watchdog timer; each protocol stage has its own timeout"),
+    _p("ipc_timeout", Duration, "3600s", "How long internal communication may block before it fails.",
+       ignored="not implemented: each internal request has its own timeout"),
     _p("max_idle", Duration, "100s", "How long an idle service process waits for work before exiting."),
-    _p("max_use", Int, "100", "Requests a service process handles before exiting."),
+    _p("max_use", Int, "100", "Requests a service process handles before exiting.",
+       ignored="not implemented: a service process serves many clients at once and lives until max_idle"),
     _p("service_throttle_time", Duration, "60s", "How long the master waits before restarting a service that failed to start."),
     _p("import_environment", List, "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ LANG=C",
-       "Environment variables the master passes to its services (NAME=value sets one)."),
+       "Environment variables the master passes to its services (NAME=value sets one).",
+       ignored="not implemented: services inherit the environment of the master"),
     _p("export_environment", List, "TZ MAIL_CONFIG LANG", "Environment variables passed to external commands."),
-    _p("maillog_file", Path, "", "File to log to instead of syslog; empty means syslog."),
+    _p("maillog_file", Path, "", "File to log to; empty means standard error (ours: no syslog)."),
     _p("syslog_name", Str, "estafeta", "Program name prefix of log lines (estafeta/smtpd[pid])."),
-    _p("syslog_facility", Str, "mail", "Syslog facility of log lines."),
+    _p("syslog_facility", Str, "mail", "Syslog facility of log lines.",
+       ignored="not implemented: estafeta logs to maillog_file or to standard error, not to syslog"),
 ]
 
 PARAMS: dict[str, Param] = {}

@@ -115,6 +115,9 @@ def parameter_reference_markdown() -> str:
         "*duration* (a number with an optional unit: ms, s, m, h, d, w; a bare number\n",
         "is in the unit shown), *list* (separated by commas and/or whitespace).\n",
         "`estafeta config -d` prints the defaults, `estafeta config -n` your settings.\n",
+        "A parameter marked **Ignored** is accepted but estafeta does not act on it (yet);\n",
+        "`estafeta check` and `estafeta start` warn when main.cf sets it to something else\n",
+        "than its default (\"main.cf, line 12: NAME is REASON: ignored\").\n",
         "\n",
         "| Parameter | Type | Default | Description |\n",
         "|---|---|---|---|\n",
@@ -128,7 +131,8 @@ def parameter_reference_markdown() -> str:
             default = _md_escape(p.default)
         else:
             default = f"`{_md_escape(p.default)}`" if p.default else "(empty)"
-        out.append(f"| `{name}` | {type_} | {default} | {_md_escape(p.doc)} |\n")
+        doc = p.doc + (f" **Ignored:** {p.ignored}." if p.ignored else "")
+        out.append(f"| `{name}` | {type_} | {default} | {_md_escape(doc)} |\n")
     return "".join(out)
 
 

@@ -9,7 +9,11 @@ returns may smtpd say 250. Then qmgr is told the new id through its trigger sock
 if that datagram is lost, qmgr's periodic incoming scan still finds the file.
 Rewriting (core/rewrite.py): the envelope at open (canonical, masquerading,
 virtual alias expansion), the address headers in `_headers_done` for clients in
-local_header_rewrite_clients. header_checks run on each logical header in
+local_header_rewrite_clients. Automatic BCC recipients are added at open too:
+always_bcc, sender_bcc_maps (by the rewritten sender) and recipient_bcc_maps (by
+each rewritten recipient, before virtual alias expansion), each with NOTIFY=NEVER
+and rewritten like any recipient; never for notices estafeta makes itself
+(bounces) nor for mail a delivery agent forwards (it bypasses cleanup), as Postfix. header_checks run on each logical header in
 `_headers_done`, body_checks on body lines in `write`; their decisions (a Verdict,
 core/content_checks.py) are honoured at `commit()`: REJECT and a failed lookup
 raise CleanupRefused (smtpd answers its reply, nothing is queued), DISCARD drops
@@ -28,7 +32,7 @@ import time
 from ..core import content_checks, maillog
 from ..core.errors import TempFail
 from ..core.resolve import LOCAL, Resolver
-from ..core.rewrite import Rewriter
+from ..core.rewrite import ENV_RECIPIENT, Rewriter
 from ..proto import dsn as proto_dsn
 from ..proto import replies as R
 from ..queue import qfile
@@ -115,6 +119,7 @@ class Cleanup:
         self.cfg = cfg
         self.store = store
         self.hostname = cfg.get("myhostname")
+        self.mail_name = cfg.get("mail_name")
         self.sync = cfg.get_bool("fsync_queue")
         self.header_limit = cfg.get_int("header_size_limit")
         self.incoming = store.path("incoming")
@@ -123,6 +128,9 @@ class Cleanup:
         resolver = Resolver(cfg)
         self.rewriter = Rewriter(cfg, lambda d: resolver.address_class(d) == LOCAL)
         self.header_checks = TableList(cfg.get("header_checks")).tables
+        self.always_bcc = cfg.get("always_bcc").strip()
+        self.sender_bcc = TableList(cfg.get("sender_bcc_maps")).tables
+        self.recipient_bcc = TableList(cfg.get("recipient_bcc_maps")).tables
         self.body_checks = TableList(cfg.get("body_checks")).tables
         self.body_limit = cfg.get_int("body_checks_size_limit")
         self.filter_notices = "bounce" in [x.lower() for x in cfg.get_list("internal_mail_filter_classes")]
@@ -218,12 +226,24 @@ class CleanupTxn:
         self.checked = 0            # body bytes inspected so far
 
     def rewrite_envelope(self, sender: str, recipients: list[tuple[str, dict[str, str]]]):
-        rw = self.owner.rewriter
+        o = self.owner
+        rw = o.rewriter
         sender = rw.envelope_sender(sender)
+        # New mail only: not the notices estafeta makes itself (Postfix: no automatic
+        # BCC for internally generated mail, which could loop).
+        auto_bcc = self.attrs.get("origin") not in ("bounce", "2bounce")
+        bcc: list[str] = []
+        if auto_bcc and o.always_bcc:
+            bcc.append(o.always_bcc)
+        if auto_bcc and o.sender_bcc and sender:
+            bcc += rw.map_lookup(o.sender_bcc, sender, "") or []
         out: list[tuple[str, dict[str, str]]] = []
         seen: set[str] = set()
         for addr, params in recipients:
-            for a in rw.envelope_recipient(addr):
+            canonical = rw.masquerade(rw.canonical(rw.qualify(addr), ENV_RECIPIENT), ENV_RECIPIENT)
+            if auto_bcc and o.recipient_bcc:
+                bcc += rw.map_lookup(o.recipient_bcc, canonical, "") or []
+            for a in rw.virtual(canonical):
                 if a.lower() in seen:
                     continue            # one copy per address (Postfix drops duplicates)
                 seen.add(a.lower())
@@ -231,6 +251,12 @@ class CleanupTxn:
                 if a != addr and "o" not in params:
                     p = {**params, "o": addr}
                 out.append((a, p))
+        for b in bcc:
+            # Postfix 2.3+: as if sent with NOTIFY=NONE, so the sender never hears of it.
+            for a in rw.envelope_recipient(b):
+                if a.lower() not in seen:
+                    seen.add(a.lower())
+                    out.append((a, {proto_dsn.NOTIFY: "NEVER"}))
         return sender, out
 
     def _log_check(self, action: str, where: str, line: str, text: str) -> None:
@@ -384,7 +410,7 @@ class CleanupTxn:
         frm = f"from {helo} ({client})\n\t" if a.get("client_address") else ""
         forr = f"\n\tfor <{self.recipients[0][0]}>" if len(self.recipients) == 1 else ""
         date = self.owner.date(self.arrival)
-        text = f"Received: {frm}by {self.owner.hostname} (estafeta) with {proto} id {self.queue_id}{forr};\n\t{date}\n"
+        text = f"Received: {frm}by {self.owner.hostname} ({self.owner.mail_name}) with {proto} id {self.queue_id}{forr};\n\t{date}\n"
         return text.encode("utf-8", "surrogateescape")
 
     async def commit(self) -> str:

@@ -111,7 +111,11 @@ class SmtpdConfig:
                               VIRTUAL: cfg.get_int("unknown_virtual_mailbox_reject_code")}
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.cleanup = Cleanup(cfg, store)
-        self.ehlo = R.ehlo_reply(self.hostname, self.size_limit, ("DSN",))     # RFC 3461
+        utf8 = cfg.get_bool("smtputf8_enable")     # no: not announced, MAIL ... SMTPUTF8 refused
+        self.mail_params = (DEFAULT_MAIL_PARAMS | dsn.MAIL_PARAMS) - (set() if utf8 else {"SMTPUTF8"})
+        self.strict_envelopes = cfg.get_bool("strict_rfc821_envelopes")
+        self.vrfy = R.VRFY_DISABLED if cfg.get_bool("disable_vrfy_command") else R.VRFY_REPLY
+        self.ehlo = R.ehlo_reply(self.hostname, self.size_limit, ("DSN",), smtputf8=utf8)     # RFC 3461
         self.helo = R.helo_reply(self.hostname)
         self.sessions = 0
         self.max_sessions = 0
@@ -187,8 +191,8 @@ class Session(asyncio.Protocol):
         self.conn = ServerConnection(sc.hostname, max_line=sc.line_limit,
                                      message_size_limit=sc.size_limit, max_errors=sc.hard_errors,
                                      max_junk=sc.junk_limit,
-                                     mail_params=DEFAULT_MAIL_PARAMS | dsn.MAIL_PARAMS,
-                                     rcpt_params=dsn.RCPT_PARAMS)
+                                     mail_params=sc.mail_params, rcpt_params=dsn.RCPT_PARAMS,
+                                     strict_envelopes=sc.strict_envelopes)
         self.transport: asyncio.Transport | None = None
         self.helo = ""
         self.proto = "SMTP"
@@ -516,7 +520,7 @@ class Session(asyncio.Protocol):
         return R.BYE
 
     def on_vrfy(self, e) -> R.Reply:
-        return R.VRFY_REPLY
+        return self.sc.vrfy
 
     def on_help(self, e) -> R.Reply:
         return R.HELP

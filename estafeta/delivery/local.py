@@ -4,7 +4,8 @@ For each recipient in a local domain, in order:
   1. alias_maps (aliases(5)): the local part (user+ext, then user) expands into
      addresses, /files, |commands and :include: files, recursively. An alias
      that names itself ("user: user, other") means the user's own mailbox. When
-     `owner-name` exists it becomes the envelope sender of the expansion.
+     `owner-name` exists it becomes the envelope sender of the expansion (with
+     expand_owner_alias = yes: what owner-name expands to, when that is one address).
   2. the user's .forward (forward_path), read with the user's rights.
   3. the mailbox: mail_spool_directory/USER in mbox format (dotlock USER.lock
      plus fcntl lock, "From sender date" line, ">From " quoting, a blank line
@@ -357,6 +358,7 @@ class LocalAgent:
         self.allow_cmd = set(cfg.get_list("allow_mail_to_commands"))
         self.allow_file = set(cfg.get_list("allow_mail_to_files"))
         self.owner_special = cfg.get_bool("owner_request_special")
+        self.expand_owner = cfg.get_bool("expand_owner_alias")
         self.propagate = set(cfg.get_list("propagate_unmatched_extensions"))
         self.forward_raw = cfg.raw("forward_path") or cfg.default("forward_path") or ""
         self.export_env = cfg.get_list("export_environment")
@@ -542,8 +544,9 @@ class LocalAgent:
                     return
                 new_sender = sender
                 if self.owner_special and not key.startswith("owner-") and sender:
-                    if self.alias_lookup(f"owner-{key}") is not None:
-                        new_sender = f"owner-{key}@{self.myorigin}"
+                    owner = self.alias_lookup(f"owner-{key}")
+                    if owner is not None:
+                        new_sender = self.owner_sender(key, owner[0])
                 privs = self.privs_for_owner(getattr(table, "owner_uid", None) if _privileged() else None)
                 try:
                     tokens = parse_list(value, getattr(table, "name", "alias_maps"))
@@ -580,6 +583,20 @@ class LocalAgent:
                     return
         # 4. the mailbox
         self.attempt(st, rs, address, ("mailbox", user), lambda: self.deliver_mailbox(st, rs, address, sender, upriv))
+
+    def owner_sender(self, key: str, owner_value: str) -> str:
+        """The envelope sender of alias key's expansion: owner-key@$myorigin, or with
+        expand_owner_alias what owner-key expands to. That must be one address (a
+        sender cannot be a list, a file or a command); otherwise owner-key stays."""
+        if self.expand_owner:
+            try:
+                tokens = parse_list(owner_value, "alias_maps")
+            except Exception:
+                tokens = []
+            if len(tokens) == 1 and tokens[0].kind == ADDRESS:
+                addr = tokens[0].value
+                return addr if "@" in addr else f"{addr}@{self.myorigin}"
+        return f"owner-{key}@{self.myorigin}"
 
     def seen_before(self, st: RequestState, rs: RcptState, stage: tuple[str, str], chain, address: str) -> bool:
         """An expansion met twice: among its own ancestors a loop, elsewhere a duplicate."""

@@ -4,7 +4,9 @@ The recipient is looked up in virtual_mailbox_maps as user@domain, then @domain
 (catch-all). The result is a path under virtual_mailbox_base; a trailing "/" means
 Maildir (mbox results are deferred until the local/mbox work lands). Each mailbox
 gets Return-Path: and Delivered-To: prepended; a Delivered-To: for the same
-recipient already in the message is a mail loop (5.4.6). Runs as the mail owner.
+recipient already in the message is a mail loop (5.4.6). A message file larger
+than virtual_mailbox_limit (0: no limit) bounces with 5.2.2, as Postfix's
+"File too large". Runs as the mail owner.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class VirtualAgent:
         self.base_dir = cfg.get("virtual_mailbox_base")
         self.maps = TableList(cfg.get("virtual_mailbox_maps"))
         self.sync = cfg.get_bool("fsync_queue")
+        self.limit = cfg.get_int("virtual_mailbox_limit")
 
     def mailbox_for(self, address: str) -> str:
         local, _, domain = address.rpartition("@")
@@ -47,6 +50,9 @@ class VirtualAgent:
             box = self.mailbox_for(address)
             maildir.check_loop(message[:65536], address)
             prefix = (f"Return-Path: <{req.sender}>\nDelivered-To: {address}\n").encode("utf-8", "surrogateescape")
+            if self.limit and len(prefix) + len(message) > self.limit:
+                # Postfix: the maildir file would exceed the limit (EFBIG): 5.2.2, a bounce.
+                raise PermFail(f"cannot deliver to maildir {box}: error writing message: File too large", "5.2.2")
             maildir.deliver_maildir(box, prefix, (message,), self.sync)
             return base.RecipientResult(address, base.SENT, "2.0.0", "delivered to maildir")
         except MailError as e:

@@ -9,7 +9,8 @@ Rules (RFC 5321 4.1.2, 4.1.1.11; RFC 6531 for SMTPUTF8):
   * quoted local parts `"a b"@x` and address literals `u@[192.0.2.1]` are
     accepted; the address is returned in its wire form, quotes kept;
   * like Postfix, a space after the colon and missing angle brackets are
-    tolerated; anything else malformed is 501;
+    tolerated (not with strict=True: strict_rfc821_envelopes); anything else
+    malformed is 501;
   * control characters anywhere are refused (CR/LF/NUL injection, the Exim
     "21Nails" class of bugs);
   * non-ASCII addresses need SMTPUTF8 on MAIL, else 553 5.6.7.
@@ -50,17 +51,17 @@ _KEYWORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")          # esmtp-keyword
 _VALUE = re.compile(rf"[\x21-\x3c\x3e-\x7e{_UTF8}]+")       # esmtp-value (+ RFC 6531)
 
 
-def parse_mail_from(arg: str) -> tuple[str, Params]:
+def parse_mail_from(arg: str, *, strict: bool = False) -> tuple[str, Params]:
     """`arg` is the text after "MAIL FROM:". Returns (address, params); "" is <>."""
-    address, rest = _split_path(arg, R.BAD_SENDER_SYNTAX, allow_null=True)
+    address, rest = _split_path(arg, R.BAD_SENDER_SYNTAX, allow_null=True, strict=strict)
     params = parse_params(rest)
     _check_utf8(address, rest, "SMTPUTF8" in params)
     return address, params
 
 
-def parse_rcpt_to(arg: str, *, smtputf8: bool = False) -> tuple[str, Params]:
+def parse_rcpt_to(arg: str, *, smtputf8: bool = False, strict: bool = False) -> tuple[str, Params]:
     """`arg` is the text after "RCPT TO:"; `smtputf8`: MAIL carried SMTPUTF8."""
-    address, rest = _split_path(arg, R.BAD_RECIPIENT_SYNTAX, allow_null=False)
+    address, rest = _split_path(arg, R.BAD_RECIPIENT_SYNTAX, allow_null=False, strict=strict)
     params = parse_params(rest)
     _check_utf8(address, rest, smtputf8)
     return address, params
@@ -92,7 +93,7 @@ def domain_of(addr: str) -> str:
     return split_address(addr)[1].lower()
 
 
-def _split_path(arg: str, bad: Reply, *, allow_null: bool) -> tuple[str, str]:
+def _split_path(arg: str, bad: Reply, *, allow_null: bool, strict: bool = False) -> tuple[str, str]:
     if _CONTROL.search(arg):
         raise AddressError(bad)
     s = arg.lstrip(" ")
@@ -104,6 +105,8 @@ def _split_path(arg: str, bad: Reply, *, allow_null: bool) -> tuple[str, str]:
         rest = s[m.end():]
         if (route and not address) or (not address and not allow_null):
             raise AddressError(bad)
+    elif strict:
+        raise AddressError(bad)
     else:
         # Postfix tolerates a path without angle brackets: up to the first space.
         address, _, rest = s.partition(" ")

@@ -130,6 +130,7 @@ SYNTAX_DATA = Reply(501, "5.5.4", "Syntax: DATA")
 SYNTAX_RSET = Reply(501, "5.5.4", "Syntax: RSET")
 SYNTAX_QUIT = Reply(501, "5.5.4", "Syntax: QUIT")
 SYNTAX_VRFY = Reply(501, "5.5.4", "Syntax: VRFY address")
+VRFY_DISABLED = Reply(502, "5.5.1", "VRFY command is disabled")      # disable_vrfy_command
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 BAD_PARAM_SYNTAX = Reply(501, "5.5.4", "Error: bad parameter syntax")

@@ -55,7 +55,7 @@ class ServerConnection:
                  message_size_limit: int = 10240000, lmtp: bool = False,
                  max_errors: int = 20, max_junk: int = 100,
                  mail_params: frozenset[str] = DEFAULT_MAIL_PARAMS,
-                 rcpt_params: frozenset[str] = frozenset()) -> None:
+                 rcpt_params: frozenset[str] = frozenset(), strict_envelopes: bool = False) -> None:
         self.hostname = hostname
         self.max_line = max_line
         self.message_size_limit = message_size_limit
@@ -64,6 +64,7 @@ class ServerConnection:
         self.max_junk = max_junk
         self.mail_params = mail_params
         self.rcpt_params = rcpt_params
+        self.strict = strict_envelopes     # strict_rfc821_envelopes: <path> required
         self.state = State.CONNECTED
         self.errors = 0            # 4xx/5xx replies since the last accepted message
         self.junk = 0              # NOOP/VRFY/RSET since then (smtpd_junk_command_limit)
@@ -251,7 +252,7 @@ class ServerConnection:
         if arg[:5].upper() != "FROM:":
             return R.SYNTAX_MAIL
         try:
-            address, params = parse_mail_from(arg[5:])
+            address, params = parse_mail_from(arg[5:], strict=self.strict)
         except AddressError as e:
             return e.reply
         for key, value in params.items():
@@ -276,7 +277,7 @@ class ServerConnection:
         if arg[:3].upper() != "TO:":
             return R.SYNTAX_RCPT
         try:
-            address, params = parse_rcpt_to(arg[3:], smtputf8=self.smtputf8)
+            address, params = parse_rcpt_to(arg[3:], smtputf8=self.smtputf8, strict=self.strict)
         except AddressError as e:
             return e.reply
         if any(key not in self.rcpt_params for key in params):

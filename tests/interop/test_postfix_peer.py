@@ -97,7 +97,7 @@ def test_estafeta_relays_to_postfix_and_gets_its_bounce(postfix):
                        what="delivery into Postfix's Maildir")
         m = email.message_from_bytes(open(got[0], "rb").read())
         assert m["Subject"] == "to postfix"
-        assert "by localhost (estafeta) with ESMTP" in " ".join(m.get_all("Received")[-1].split())
+        assert "by localhost (Estafeta) with ESMTP" in " ".join(m.get_all("Received")[-1].split())
         assert m.get_payload() == "line\n.dot line\n", repr(m.get_payload())
         # Postfix refused nobody@ at RCPT: our bounce carries Postfix's own words.
         wait_for(lambda: inst.delivered(), 30, what="bounce to demo@localhost")
@@ -122,4 +122,4 @@ def test_postfix_relays_to_estafeta(postfix):
         m = email.message_from_bytes(open(inst.delivered()[0], "rb").read())
         assert m["Subject"] == "from postfix" and m["Return-Path"] == "<bob@example.test>"
         received = [" ".join(h.split()) for h in m.get_all("Received")]
-        assert "by localhost (estafeta) with ESMTP" in received[0] and "by mx.example.test (Postfix" in received[1], received
+        assert "by localhost (Estafeta) with ESMTP" in received[0] and "by mx.example.test (Postfix" in received[1], received
