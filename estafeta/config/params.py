@@ -263,7 +263,9 @@ def _client_params(p: str, name: str, *, port: str, connect_timeout: str) -> lis
         _p(f"{p}_data_done_timeout", Duration, "600s", f"How long the {name} client waits for the reply to the end of data."),
         _p(f"{p}_rset_timeout", Duration, "20s", f"How long the {name} client waits for the reply to RSET."),
         _p(f"{p}_quit_timeout", Duration, "300s", f"How long the {name} client waits for the reply to QUIT."),
-        _p(f"{p}_helo_name", Str, "$myhostname", f"Host name the {name} client sends in EHLO/HELO/LHLO."),
+        _p(f"{p}_helo_name", Str, "$myhostname", f"Host name the {name} client sends in EHLO/HELO.",
+           # Postfix has no lmtp_helo_name: the LMTP client sends lmtp_lhlo_name.
+           ignored="not used: the LMTP client sends lmtp_lhlo_name" if p == "lmtp" else ""),
         _p(f"{p}_bind_address", Str, "", f"Local IP address the {name} client binds to."),
         _p(f"{p}_tcp_port", Int, port, f"TCP port of the {name} client when the next hop names none (ours)."),
         _p(f"{p}_tls_security_level", Str, "", f"{name} client TLS: empty or none, may (opportunistic STARTTLS), encrypt, or verify (with {p}_tls_CAfile)."),
@@ -439,12 +441,13 @@ _ALL: list[Param] = [
     _p("smtpd_reject_unlisted_recipient", Bool, "yes",
        "Reject unknown local and virtual mailbox recipients even without reject_unlisted_recipient in the lists."),
     _p("smtpd_reject_unlisted_sender", Bool, "no", "Reject unknown local and virtual mailbox senders, as reject_unlisted_sender."),
-    _p("authorized_submit_users", List, "static:anyone", "Users allowed to submit mail with the sendmail command (-bm, -t, -bs): names, !name, /file/name, "
-       "type:table; the first match decides; empty: no one."),
+    _p("authorized_submit_users", List, "static:anyone", "Users allowed to submit mail with the sendmail command (-bm, -t, -bs), and whose maildrop files pickup "
+       "takes (root and mail_owner always): names, !name, /file/name, type:table; the first match decides; empty: no one."),
     # --- SMTP client ------------------------------------------------------------
     *_client_params("smtp", "SMTP", port="25", connect_timeout="30s"),
     *_client_params("lmtp", "LMTP", port="24", connect_timeout="0s"),
     _p("lmtp_lhlo_timeout", Duration, "300s", "How long the LMTP client waits for the greeting and the LHLO reply."),
+    _p("lmtp_lhlo_name", Str, "$myhostname", "Host name the LMTP client sends in LHLO."),
     _p("smtp_skip_5xx_greeting", Bool, "yes", "Try the next MX host after a 5xx greeting instead of bouncing the mail."),
     _p("disable_mime_output_conversion", Bool, "no",
        "Send 8-bit mail unchanged to SMTP/LMTP servers without 8BITMIME instead of converting 8-bit parts to quoted-printable."),
@@ -466,8 +469,12 @@ _ALL: list[Param] = [
        ignored="not implemented yet: qmgr_message_active_limit bounds the active queue"),
     _p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination per transport."),
     _p("default_destination_recipient_limit", Int, "50", "Most recipients per delivery request per transport."),
-    _p("local_destination_concurrency_limit", Int, "2", "Most parallel local deliveries to one recipient."),
-    _p("local_destination_recipient_limit", Int, "1", "Recipients per local delivery request."),
+    _p("local_destination_concurrency_limit", Int, "2", "Most parallel local deliveries to one destination (one recipient "
+       "when local_destination_recipient_limit is 1). Ours: applies only when main.cf sets it; "
+       "otherwise default_destination_concurrency_limit."),
+    _p("local_destination_recipient_limit", Int, "1", "Recipients per local delivery request; 1 makes each recipient a "
+       "destination of its own. Ours: applies only when main.cf sets it; otherwise default_destination_recipient_limit, "
+       "so that a user addressed both directly and through an alias list gets one copy."),
     _p("default_process_limit", Int, "100", "Default maxproc of master.cf services."),
     _p("fsync_queue", Bool, "yes", "fsync queue files and their directories before acknowledging mail (ours)."),
     _p("soft_bounce", Bool, "no", "Turn hard bounces into deferrals; for testing a new configuration."),

@@ -9,6 +9,10 @@ cleanup creates incoming files), with protocol=local and the submitter's uid and
 login taken from the file's owner, and is removed from maildrop only once cleanup
 has made the queue file durable (a crash in between repeats it: a duplicate,
 never a loss). Unqualified addresses get @$myorigin, as Postfix's cleanup does.
+The owner must pass authorized_submit_users (root and the mail owner always do),
+since a user can write a maildrop file without the sendmail command: the file of
+a user it leaves out is removed and logged ("maildrop/NAME: uid=N: User NAME(N) is not
+allowed to submit mail; removed").
 A header/body_checks REJECT (5xx) of a submission bounces it, as Postfix's cleanup
 does for local mail: the sender gets an RFC 3464 notice (core/dsn.py) and the
 maildrop file is removed only once that notice is queued; a 4xx leaves it in
@@ -22,11 +26,15 @@ import os
 import pwd
 import time
 
+from ..cli.queue_admin import CommandError
+from ..cli.sendmail import submit_allowed
 from ..core import dsn, maillog
+from ..core.errors import ConfigError
 from ..core.queueid import new_queue_id
 from ..delivery import base
 from ..proto import dsn as proto_dsn
 from ..queue import maildrop
+from ..tables import TableTempError
 from .cleanup import Cleanup, CleanupRefused
 
 WAKEUP = 60.0
@@ -47,6 +55,10 @@ class Pickup:
         self.cleanup = Cleanup(self.cfg, self.store)
         self.origin = self.cfg.get("myorigin")
         self.size_limit = self.cfg.get_int("message_size_limit")
+        try:
+            self.owner_uid = pwd.getpwnam(self.cfg.get("mail_owner")).pw_uid
+        except KeyError:
+            self.owner_uid = os.geteuid()
         self.wake = asyncio.Event()
 
     async def scan(self) -> None:
@@ -63,8 +75,18 @@ class Pickup:
     async def take(self, name: str) -> None:
         path = os.path.join(self.dir, name)
         try:
-            sub = maildrop.load(path, name, self.size_limit)
+            sub = maildrop.load(path, name, self.size_limit, self.may_submit)
         except FileNotFoundError:
+            return
+        except maildrop.NotAllowed as e:
+            self.refuse(name, e.uid)
+            return
+        except (ConfigError, CommandError, TableTempError) as e:
+            # authorized_submit_users cannot answer (a table, an unreadable /file):
+            # the file waits in maildrop for the next scan, as a 4xx from cleanup does.
+            reason = e.reason if isinstance(e, TableTempError) else str(e).removeprefix("fatal: ")
+            maillog.log.warning(f"maildrop/{name}: authorized_submit_users: {maillog.esc(reason)}; "
+                                "left in maildrop")
             return
         except (maildrop.BadSubmission, OSError) as e:
             self.to_corrupt(name, str(e))
@@ -108,6 +130,34 @@ class Pickup:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+    def may_submit(self, uid: int) -> bool:
+        """authorized_submit_users for the file's owner, evaluated as the sendmail
+        command does (the login name, or "unknown"). The super-user and the mail
+        system (mail_owner, or whoever pickup runs as) are always allowed."""
+        if uid == 0 or uid == os.geteuid() or uid == self.owner_uid:
+            return True
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = "unknown"
+        return submit_allowed(self.cfg.get("authorized_submit_users"), user)
+
+    def refuse(self, name: str, uid: int) -> None:
+        """A file from a user authorized_submit_users leaves out: removed, with the
+        words the sendmail command would have said to that user."""
+        try:
+            user = pwd.getpwuid(uid).pw_name
+        except KeyError:
+            user = "unknown"
+        maillog.log.warning(f"maildrop/{name}: uid={uid}: User {maillog.esc(user)}({uid}) is not allowed "
+                            "to submit mail; removed")
+        try:
+            os.unlink(os.path.join(self.dir, name))
+        except FileNotFoundError:
+            pass
+        except OSError as e:
+            maillog.log.error(f"maildrop/{name}: cannot remove: {e.strerror}")
 
     async def bounce(self, qid: str, sub: maildrop.Submission, txn, reply) -> None:
         """Return a rejected submission to its sender: an RFC 3464 failure notice

@@ -21,12 +21,14 @@ that delivery: duplicates are possible, loss is not (at-least-once).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import time
 from collections import defaultdict
 
 from ..core import dsn, maillog
+from ..core.errors import ConfigError
 from ..core.queueid import is_queue_id, new_queue_id, queue_id_time
 from ..core.resolve import Resolver
 from ..delivery import base
@@ -43,6 +45,15 @@ class ScanPostponed(Exception):
     stops here and the next one tries again."""
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
 STALE_TEMP_AGE = 3600.0
+
+
+class _Slot:
+    """One destination's concurrency slots, and how many deliveries hold or await them."""
+    __slots__ = ("sem", "users")
+
+    def __init__(self, n: int) -> None:
+        self.sem = asyncio.Semaphore(n)
+        self.users = 0
 
 
 class AgentPool:
@@ -95,7 +106,8 @@ class Qmgr:
         self.run_delay = cfg.get_duration("queue_run_delay")
         self.process_limit = cfg.get_int("default_process_limit")
         self.sort_order = scheduler.sort_key_fields(cfg.get("queue_sort_order"))
-        self.dest_slots: dict[tuple[str, str], asyncio.Semaphore] = {}
+        self.dest_slots: dict[tuple[str, str], _Slot] = {}
+        self._limits: dict[tuple[str, str], int] = {}
         self.active_sem = asyncio.Semaphore(cfg.get_int("qmgr_message_active_limit"))
         self.in_flight: set[str] = set()
         self.pools: dict[str, AgentPool] = {}
@@ -247,19 +259,56 @@ class Qmgr:
         return self.bounce_lifetime if env.sender == "" else self.lifetime
 
     def limit(self, transport: str, kind: str) -> int:
-        """<transport>_destination_<kind>_limit, else default_destination_<kind>_limit."""
-        raw = self.cfg.raw(f"{transport}_destination_{kind}_limit")
-        if raw is not None and raw.strip().isascii() and raw.strip().isdigit():
-            return int(raw)
-        return self.cfg.get_int(f"default_destination_{kind}_limit")
+        """<transport>_destination_<kind>_limit when main.cf sets it (any master.cf
+        name; $name expanded), else default_destination_<kind>_limit.
 
-    def destination_slot(self, transport: str, nexthop: str) -> asyncio.Semaphore:
-        key = (transport, nexthop)
-        sem = self.dest_slots.get(key)
-        if sem is None:
-            n = self.limit(transport, "concurrency") or self.process_limit
-            sem = self.dest_slots[key] = asyncio.Semaphore(n)
-        return sem
+        Declared defaults of transport parameters do not count: Postfix's
+        local_destination_recipient_limit = 1 would split every message into one
+        local request per recipient, and a member of an alias list who is also
+        addressed directly would get two copies (the local agent removes duplicates
+        within a request only); tests/e2e/test_local_delivery.py holds one copy.
+        Set in main.cf, it means what it means in Postfix (destination_key)."""
+        cached = self._limits.get((transport, kind))
+        if cached is not None:
+            return cached
+        name = f"{transport}_destination_{kind}_limit"
+        n = None
+        if self.cfg.raw(name) is not None:
+            try:
+                n = self.cfg.get_int(name)
+            except ConfigError:              # not a number: the default, as before
+                pass
+        if n is None:
+            n = self.cfg.get_int(f"default_destination_{kind}_limit")
+        self._limits[(transport, kind)] = n    # main.cf changes restart qmgr (reload)
+        return n
+
+    def destination_key(self, req: base.DeliveryRequest) -> tuple[str, str]:
+        """What one destination is, for its concurrency limit (Postfix's meaning): the
+        next hop; but with a recipient limit of 1, the recipient, so that
+        local_destination_recipient_limit = 1 with local_destination_concurrency_limit
+        = 2 is two deliveries per user at a time, not two for the whole machine."""
+        if len(req.recipients) == 1 and self.limit(req.transport, "recipient") == 1:
+            return (req.transport, "rcpt:" + req.recipients[0].address.lower())
+        return (req.transport, req.nexthop)
+
+    @contextlib.asynccontextmanager
+    async def destination_slot(self, key: tuple[str, str]):
+        """Hold one of the destination's concurrency slots. A destination's entry goes
+        once nobody holds or waits for it: with per-recipient destinations there is one
+        per user, and qmgr runs for months."""
+        slot = self.dest_slots.get(key)
+        if slot is None:
+            n = self.limit(key[0], "concurrency") or self.process_limit
+            slot = self.dest_slots[key] = _Slot(n)
+        slot.users += 1
+        try:
+            async with slot.sem:
+                yield
+        finally:
+            slot.users -= 1
+            if slot.users == 0 and self.dest_slots.get(key) is slot:
+                del self.dest_slots[key]
 
     async def dispatch(self, req: base.DeliveryRequest) -> tuple[base.DeliveryRequest, list[base.RecipientResult]]:
         sock = self.store.path("private", req.transport)
@@ -270,7 +319,7 @@ class Qmgr:
             try:
                 # One destination holds at most its concurrency limit of the transport's
                 # slots, so a slow or dead site never starves the others (SPEC S3).
-                async with self.destination_slot(req.transport, req.nexthop):
+                async with self.destination_slot(self.destination_key(req)):
                     res = await pool.call(req)
                 if len(res) != len(req.recipients):
                     raise ValueError("delivery agent answered for a different number of recipients")

@@ -10,7 +10,8 @@ For each recipient in a local domain, in order:
   3. the mailbox: mail_spool_directory/USER in mbox format (dotlock USER.lock
      plus fcntl lock, "From sender date" line, ">From " quoting, a blank line
      at the end, mode 0600 owned by the user), or home_mailbox under the home
-     directory ("Maildir/" with a trailing slash: Maildir).
+     directory ("Maildir/" with a trailing slash: Maildir). mailbox_size_limit
+     bounds the mbox file, or each Maildir message file: 5.2.2 "File too large".
 Addresses of other domains or transports in an expansion are forwarded: a new
 queue file (with Delivered-To:) is written for qmgr, "forwarded as ID".
 
@@ -296,7 +297,12 @@ def read_file(path: str) -> tuple[str, int]:
         raise TempFail(f"cannot open include file {path}: {e.strerror}", "4.3.0") from e
 
 
-def _maildir_as_user(path: str, prefix: bytes, message: bytes, sync: bool) -> str:
+def _maildir_as_user(path: str, prefix: bytes, message: bytes, sync: bool, limit: int = 0) -> str:
+    """One Maildir message file. mailbox_size_limit (`limit`, 0: none) applies to that
+    file, as Postfix's limit on any file local writes: too large is 5.2.2, a bounce,
+    the mbox outcome, and nothing is written."""
+    if limit and len(prefix) + len(message) > limit:
+        raise PermFail("maildir delivery failed: error writing message: File too large", "5.2.2")
     return maildir.deliver_maildir(path, prefix, (message,), sync)
 
 
@@ -696,7 +702,8 @@ class LocalAgent:
         if self.home_mailbox:
             path = os.path.join(u.home, self.home_mailbox)
             if self.home_mailbox.endswith("/"):
-                run_as(u, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync)
+                run_as(u, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync,
+                       self.limit)
                 return "delivered to maildir"
             data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
             run_as(u, append_mbox, path, data, u, self.limit, self.stale)
@@ -716,7 +723,8 @@ class LocalAgent:
 
     def deliver_file(self, st: RequestState, rs: RcptState, address: str, sender: str, path: str, p: Privs) -> str:
         if path.endswith("/"):
-            run_as(p, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync)
+            run_as(p, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync,
+                   self.limit)
             return f"delivered to maildir: {path}"
         data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
         run_as(p, append_mbox, path, data, p, self.limit, self.stale, False)

@@ -238,7 +238,7 @@ class SmtpAgent:
         self.lmtp = lmtp
         self.name = p
         self.t = Timeouts(cfg, p)
-        self.helo_name = cfg.get(f"{p}_helo_name")
+        self.helo_name = cfg.get("lmtp_lhlo_name" if lmtp else "smtp_helo_name")
         self.myhostname = cfg.get("myhostname")
         self.bind_address = cfg.get(f"{p}_bind_address")
         self.default_port = cfg.get_int(f"{p}_tcp_port")

@@ -15,7 +15,9 @@ mail_owner, its group is mail_owner's group and its mode is 3733:
   owner, pickup, can).
 A maildrop file is a queue file (qfile.py format) whose owner uid is the
 submitter: pickup takes the uid from the file (the kernel's word), never from
-its content, and accepts only the records and attributes a submitter may set.
+its content (which records none), checks it against authorized_submit_users
+(a user can write a file by hand, without the sendmail command's check), and
+accepts only the records and attributes a submitter may set.
 Next: daemons/pickup.py (the reader), cli/sendmail.py (the writer).
 """
 from __future__ import annotations
@@ -25,6 +27,7 @@ import re
 import secrets
 import stat
 import time
+from collections.abc import Callable
 
 from . import qfile
 from ..core.atomic import atomic_write
@@ -39,6 +42,14 @@ MAX_ADDRESS = 1000
 
 class BadSubmission(Exception):
     """The file is not a well-formed submission: pickup moves it to corrupt."""
+
+
+class NotAllowed(Exception):
+    """The file's owner may not submit mail (authorized_submit_users): pickup removes it."""
+
+    def __init__(self, uid: int) -> None:
+        super().__init__(f"uid {uid} may not submit mail")
+        self.uid = uid
 
 
 def is_maildrop_name(name: str) -> bool:
@@ -70,9 +81,12 @@ class Submission:
         self.sender, self.recipients, self.attrs, self.message = sender, recipients, attrs, message
 
 
-def load(path: str, name: str, size_limit: int) -> Submission:
+def load(path: str, name: str, size_limit: int, may_submit: Callable[[int], bool] | None = None) -> Submission:
     """Open and check one maildrop file (pickup's side). Raises BadSubmission,
-    or OSError when the file went away or cannot be opened."""
+    or OSError when the file went away or cannot be opened. `may_submit(uid)` is
+    asked about the file's owner before anything is read: False raises NotAllowed
+    (and an unauthorized user's junk never reaches corrupt/); its own exceptions
+    (a table that cannot answer) pass through."""
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         st = os.fstat(fd)
@@ -80,6 +94,8 @@ def load(path: str, name: str, size_limit: int) -> Submission:
             raise BadSubmission("not a regular file")
         if st.st_nlink != 1:
             raise BadSubmission(f"{st.st_nlink} hard links")     # a link to someone else's file
+        if may_submit is not None and not may_submit(st.st_uid):
+            raise NotAllowed(st.st_uid)
         limit = size_limit + 1024 * 1024 if size_limit > 0 else 1 << 40
         if st.st_size > limit:
             raise BadSubmission(f"file too large ({st.st_size} bytes)")

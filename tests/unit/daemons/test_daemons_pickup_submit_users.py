@@ -1,0 +1,80 @@
+"""pickup checks authorized_submit_users against each maildrop file's owner: root and
+the mail system always pass; a refused file is removed and logged; a list that cannot
+answer leaves the file in maildrop."""
+import asyncio
+import os
+
+import pytest
+
+from estafeta.config.main_cf import MainConfig
+from estafeta.core import maillog
+from estafeta.daemons.pickup import Pickup
+from estafeta.queue import maildrop
+from estafeta.queue.store import QueueStore
+
+NOBODY_UID = 4000123          # no such user: its login name is "unknown"
+
+
+class Ctx:
+    def __init__(self, cfg, store):
+        self.cfg, self.store = cfg, store
+        self.stopping = asyncio.Event()
+
+
+@pytest.fixture(autouse=True)
+def log(tmp_path, monkeypatch):
+    monkeypatch.setattr(maillog, "log", maillog.MailLog(path=str(tmp_path / "maillog"), stderr=False, hostname="mx"))
+    return tmp_path / "maillog"
+
+
+def pickup(tmp_path, users: str) -> Pickup:
+    store = QueueStore(str(tmp_path / "q"))
+    store.create_dirs()
+    cfg = MainConfig.parse(f"queue_directory = {tmp_path}/q\nauthorized_submit_users = {users}\n"
+                           "mail_owner = no-such-owner-xq\n", "main.cf")
+    return Pickup(Ctx(cfg, store))
+
+
+@pytest.mark.parametrize("users, uid, want", [
+    ("static:anyone", NOBODY_UID, True),
+    ("!unknown, static:anyone", NOBODY_UID, False),   # Postfix's name for a uid without one
+    ("", NOBODY_UID, False),                          # empty: nobody...
+    ("", 0, True),                                    # ...but the super-user
+    ("", os.geteuid(), True),                         # and the mail system (pickup's own uid)
+    ("!root", 0, True),
+])
+def test_may_submit(tmp_path, users: str, uid: int, want: bool) -> None:
+    got = pickup(tmp_path, users).may_submit(uid)
+    assert got == want, f"{users!r}, uid {uid}: got {got}, want {want}"
+
+
+def drop(p: Pickup, uid: int) -> str:
+    name = maildrop.submit(p.dir, "someone", ["demo@localhost"], {}, b"Subject: x\n\nbody\n", sync=False)
+    os.chown(os.path.join(p.dir, name), uid, -1)
+    return name
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: gives the maildrop file another owner")
+def test_refused_file_is_removed_and_logged(tmp_path, log) -> None:
+    p = pickup(tmp_path, "!unknown, static:anyone")
+    name = drop(p, NOBODY_UID)
+    asyncio.run(p.take(name))
+    assert os.listdir(p.dir) == [] and os.listdir(p.store.path("incoming")) == []
+    assert os.listdir(p.store.path("corrupt")) == []
+    want = f"warning: maildrop/{name}: uid={NOBODY_UID}: User unknown({NOBODY_UID}) is not allowed to submit mail; removed"
+    assert want in log.read_text(), log.read_text()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: gives the maildrop file another owner")
+def test_list_that_cannot_answer_leaves_the_file(tmp_path, log) -> None:
+    p = pickup(tmp_path, f"{tmp_path}/no-such-list")
+    name = drop(p, NOBODY_UID)
+    asyncio.run(p.take(name))
+    assert os.listdir(p.dir) == [name]
+    want = f"warning: maildrop/{name}: authorized_submit_users: open {tmp_path}/no-such-list: No such file or directory; left in maildrop"
+    assert want in log.read_text(), log.read_text()
+    # the super-user's file does not need the list
+    mine = drop(p, 0)
+    asyncio.run(p.take(mine))
+    assert sorted(os.listdir(p.dir)) == [name]
+    assert len(os.listdir(p.store.path("incoming"))) == 1
