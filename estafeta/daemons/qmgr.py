@@ -43,7 +43,18 @@ SCAN_INCOMING_EVERY = 10.0
 class ScanPostponed(Exception):
     """A queue file could not be moved (full filesystem, no descriptors): the scan
     stops here and the next one tries again."""
+
+
+class Stopping(Exception):
+    """qmgr is stopping: no new delivery request. The message stays in active/ and
+    the next start recovers it, as after a crash."""
+
+
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
+# At SIGTERM, requests already with an agent get this long to answer (less than the
+# master's 15 s); the rest are left in active/ for the next start (duplicates are
+# possible, loss is not).
+STOP_GRACE = 8.0
 STALE_TEMP_AGE = 3600.0
 
 
@@ -201,6 +212,8 @@ class Qmgr:
         try:
             async with self.active_sem:
                 await self._process(qid)
+        except Stopping:
+            pass
         except Exception as e:
             if isinstance(e, OSError) and e.errno in OUT_OF_FDS:
                 maillog.log.warning(f"{qid}: {e.strerror}: message left for the next run{self.shed_idle()}")
@@ -313,6 +326,10 @@ class Qmgr:
     async def dispatch(self, req: base.DeliveryRequest) -> tuple[base.DeliveryRequest, list[base.RecipientResult]]:
         sock = self.store.path("private", req.transport)
         for attempt in (1, 2):
+            if self.ctx.stopping.is_set():
+                # The master is stopping too: a new connection to an agent would wait
+                # in its listen queue for a process that never starts.
+                raise Stopping(req.queue_id)
             pool = self.pools.get(req.transport)
             if pool is None:
                 pool = self.pools[req.transport] = AgentPool(sock, self.process_limit)
@@ -492,7 +509,12 @@ class Qmgr:
                 shed = self.shed_idle() if e.errno in OUT_OF_FDS else ""
                 maillog.log.warning(f"queue scan postponed: {e}{shed}")
         if self.tasks:
-            await asyncio.wait(self.tasks, timeout=30)
+            _, late = await asyncio.wait(self.tasks, timeout=STOP_GRACE)
+            for t in late:
+                t.cancel()
+            if late:
+                maillog.log.info(f"stopping: {len(late)} message(s) left in the active queue")
+                await asyncio.wait(late, timeout=1.0)
 
     def _on_trigger(self, sock) -> None:
         for _ in range(1000):

@@ -3,11 +3,13 @@ else default_destination_<kind>_limit; with a recipient limit of 1 a destination
 recipient (Postfix's meaning), so local_destination_recipient_limit = 1 with
 local_destination_concurrency_limit = 2 does not hold local mail to 2 deliveries in all."""
 import asyncio
+import os
+import socket
 
 import pytest
 
 from estafeta.config.main_cf import MainConfig
-from estafeta.daemons.qmgr import Qmgr
+from estafeta.daemons.qmgr import Qmgr, Stopping
 from estafeta.delivery import base
 from estafeta.queue.store import QueueStore
 
@@ -15,6 +17,7 @@ from estafeta.queue.store import QueueStore
 class Ctx:
     def __init__(self, cfg, store):
         self.cfg, self.store = cfg, store
+        self.stopping = asyncio.Event()
 
 
 def qmgr(tmp_path, settings: str = "") -> Qmgr:
@@ -95,3 +98,26 @@ def test_one_message_to_many_local_users(tmp_path) -> None:
     q = qmgr(tmp_path, POSTFIX_LOCAL)
     assert [len(b) for b in scheduler.batches(rcpts, q.limit("local", "recipient"))] == [1] * 5
     assert [len(b) for b in scheduler.batches(rcpts, q.limit("smtp", "recipient"))] == [5]
+
+
+def test_no_new_request_once_stopping(tmp_path):
+    """At SIGTERM the master stops too: a new connection to an agent's socket would sit
+    in its listen queue for ever (the teardowns that took 15 s). qmgr sends nothing and
+    leaves the message in active/ for the next start."""
+    q = qmgr(tmp_path)
+    path = q.store.path("private", "smtp")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(8)                  # like the master's socket: nobody accepts
+
+    async def go():
+        q.ctx.stopping = asyncio.Event()
+        q.ctx.stopping.set()
+        with pytest.raises(Stopping):
+            await asyncio.wait_for(q.dispatch(req("smtp", "example.org", "a@example.org")), 5)
+
+    try:
+        asyncio.run(go())
+    finally:
+        listener.close()
