@@ -51,10 +51,11 @@ class Stopping(Exception):
 
 
 OUT_OF_FDS = (errno.EMFILE, errno.ENFILE)
-# At SIGTERM, requests already with an agent get this long to answer (less than the
-# master's 15 s); the rest are left in active/ for the next start (duplicates are
-# possible, loss is not).
-STOP_GRACE = 8.0
+# At SIGTERM, requests already with an agent get this long to answer; the rest are
+# left in active/ for the next start (duplicates are possible, loss is not). The agents
+# get SIGTERM too and abandon what they are doing (as Postfix's do), and an agent the
+# master was about to start never answers: waiting longer would gain nothing.
+STOP_GRACE = 2.0
 STALE_TEMP_AGE = 3600.0
 
 
@@ -514,6 +515,7 @@ class Qmgr:
                 t.cancel()
             if late:
                 maillog.log.info(f"stopping: {len(late)} message(s) left in the active queue")
+
                 await asyncio.wait(late, timeout=1.0)
 
     def _on_trigger(self, sock) -> None:

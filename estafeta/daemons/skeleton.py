@@ -182,7 +182,8 @@ async def _run(ctx: ServiceContext, module) -> None:
     from concurrent.futures import ThreadPoolExecutor
     ctx.stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
-    loop.set_default_executor(ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io"))
+    executor = ThreadPoolExecutor(max_workers=IO_THREADS, thread_name_prefix="io")
+    loop.set_default_executor(executor)
     loop.add_signal_handler(signal.SIGTERM, ctx.stopping.set)
     loop.add_signal_handler(signal.SIGINT, ctx.stopping.set)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -194,3 +195,31 @@ async def _run(ctx: ServiceContext, module) -> None:
     except Exception:
         maillog.log.exception(f"{ctx.command}: unexpected error")
         raise SystemExit(1)
+    await _leave(loop, executor)
+
+
+# How long a stopping service waits for its own unfinished work (a delivery in
+# progress, a DNS query or an fsync in an I/O thread) before it leaves anyway. Leaving
+# then is as safe as a kill -9, which every queue operation survives (docs/RELIABILITY.md):
+# what was not acknowledged or marked done is redone after the next start. Postfix's
+# services simply die on SIGTERM; the master gives its children 15 s.
+STOP_WAIT = 2.0
+
+
+async def _leave(loop, executor) -> None:
+    me = asyncio.current_task()
+    rest = [t for t in asyncio.all_tasks() if t is not me]
+    for t in rest:
+        t.cancel()
+    deadline = loop.time() + STOP_WAIT
+    if rest:
+        await asyncio.wait(rest, timeout=STOP_WAIT)
+    # Threads still blocked (a DNS query to a dead server...) would hold the exit:
+    # asyncio.run and the interpreter both join the executor's threads.
+    executor.shutdown(wait=False, cancel_futures=True)
+    while any(t.is_alive() for t in list(executor._threads)):
+        if loop.time() >= deadline:
+            import logging
+            logging.shutdown()
+            os._exit(0)
+        await asyncio.sleep(0.05)
