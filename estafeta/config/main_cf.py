@@ -24,6 +24,9 @@ from estafeta.core.errors import ConfigError
 from .params import MYNETWORKS_STYLES, PARAMS, Bool, Duration, Int, List, Param, ParamType, Size
 
 NAME_RE = re.compile(r"[A-Za-z0-9_]+")
+# Postfix's per-transport limits, for any master.cf service name (relay, smtp, a
+# pipe transport...): qmgr reads them, so they are not "unused".
+TRANSPORT_LIMIT_RE = re.compile(r"[A-Za-z0-9_-]+_destination_(concurrency|recipient)_limit")
 _NAME_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_")
 # Parameters whose own value Postfix does not expand when read: the daemon
 # using it expands it later with its own macros ($user, $extension, $rbl_code,
@@ -390,11 +393,13 @@ def check(cfg: MainConfig) -> list[str]:
         if raw:
             referenced |= _referenced_names(raw)
     for name, s in cfg._settings.items():
-        if name not in PARAMS and name not in referenced:
+        if name not in PARAMS and name not in referenced and not TRANSPORT_LIMIT_RE.fullmatch(name):
             warnings.append(f"{s.path}, line {s.line}: unused parameter: {name}={s.value}")
     for name in sorted(cfg.names()):
         if name in PARAMS:
             cfg.value(name)
+        elif TRANSPORT_LIMIT_RE.fullmatch(name):
+            cfg.get_int(name)          # qmgr reads it: a bad number is an error here
         else:
             cfg.get(name)
     style = cfg.get("mynetworks_style").strip().lower()

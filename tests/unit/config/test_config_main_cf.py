@@ -357,3 +357,14 @@ def test_edit_rejects_bad_input(tmp_path: object) -> None:
     assert str(e.value) == f"{path}, line 2: missing '=' after parameter name: 'broken'"
     with open(path) as f:
         assert f.read() == "ok = 1\nbroken\n"
+
+
+def test_check_knows_per_transport_limits() -> None:
+    # <service>_destination_{concurrency,recipient}_limit for any master.cf service is
+    # read by qmgr (Postfix's per-transport limits): no "unused parameter" warning ...
+    cfg = parse("relay_destination_concurrency_limit = 3\nsmtp_destination_recipient_limit = 5\n")
+    assert check(cfg) == []
+    # ... and a value that is not a number is an error at its line.
+    got = error_of("x = 1\nmypipe_destination_recipient_limit = many\n")
+    assert got == ("/etc/estafeta/main.cf, line 2: parameter mypipe_destination_recipient_limit: "
+                   "bad integer value: 'many'"), got
