@@ -479,18 +479,10 @@ class CleanupTxn:
         for b in v.bcc:
             if b.lower() not in have:
                 rcpts.append((b, {proto_dsn.NOTIFY: "NEVER"}))
-        w = self.writer
-        if hasattr(w, "_open"):
-            w._open()          # the writer may hold a small message in memory only
-        w._flush()
-        with open(w.tmp, "rb") as f:
-            f.seek(len(self.envelope))
-            message = f.read()
-        os.ftruncate(w.fd, 0)
-        os.lseek(w.fd, 0, os.SEEK_SET)
+        old = len(self.envelope)
         self.recipients, self.attrs = rcpts, attrs
         self.envelope = qfile.encode_envelope(self.arrival, self.sender, rcpts, attrs)
-        w.write(self.envelope + message)
+        self.writer.rewrite(old, self.envelope)
 
     def abort(self) -> None:
         self.writer.abort()

@@ -12,6 +12,8 @@ them. A queue file appears under its final name only once its content is durable
 it is written to a temporary name beginning with "." in the same directory, fsync'd,
 renamed, and the directory fsync'd (`atomic_write`, `QueueFileWriter`). Readers skip
 names beginning with ".": those are unfinished writes, removed at recovery.
+(QueueFileWriter writes an unnamed O_TMPFILE instead where the file system has it,
+and links it under its id: the same guarantee with one directory operation.)
 
 Directory fsyncs are the costly, shareable part of that sequence, so concurrent
 writers share them (`DirSyncer`, group commit): one fsync of incoming/ made after a
@@ -20,6 +22,7 @@ Next: qfile.py (file contents), daemons/cleanup.py (the writer), daemons/qmgr.py
 """
 from __future__ import annotations
 
+import errno
 import os
 import threading
 
@@ -90,12 +93,36 @@ class DirSyncer:
             raise err
 
 
+_TMPFILE = [hasattr(os, "O_TMPFILE")]
+_libc = None
+
+
+def _link_fd(fd: int, path: str) -> None:
+    """linkat(/proc/self/fd/FD, path, AT_SYMLINK_FOLLOW): give an O_TMPFILE its name.
+    (os.link calls link(2), which would link the /proc symlink itself.)"""
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
+        import ctypes
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
+
+
 class QueueFileWriter:
     """Streams one new queue file into a queue directory (cleanup's side).
 
     write() message chunks, then commit() in a thread (open if still needed, write,
-    fsync, rename), then the caller shares a directory fsync through DirSyncer.
+    fsync, name), then the caller shares a directory fsync through DirSyncer.
     abort() removes the temporary file. Never visible under its id before commit().
+
+    The file is an unnamed O_TMPFILE in the queue directory, given its name by a
+    linkat() at commit: one directory operation per message instead of a create and
+    a rename (on a busy queue directory both wait for its lock), and an unfinished
+    file needs no clean-up after a crash (the kernel frees it). Where the file
+    system has no O_TMPFILE, a named temporary ".ID" is written and renamed, and
+    recovery removes leftovers as before.
 
     The file is opened lazily: a message under SPILL bytes stays in memory until
     commit(), so every disk operation of a typical message happens in the commit
@@ -113,14 +140,28 @@ class QueueFileWriter:
         self.tmp = os.path.join(directory, "." + queue_id)
         self.final = os.path.join(directory, queue_id)
         self.fd = -1
-        self.opened = False
+        self.opened = False            # a named temporary file exists
+        self.anonymous = False         # the file is an O_TMPFILE (no name until commit)
         self.buf = bytearray()
         self.size = 0
 
     def _open(self) -> None:
-        if self.fd < 0:
-            self.fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            self.opened = True
+        if self.fd >= 0:
+            return
+        if _TMPFILE[0]:
+            try:
+                # An unnamed file (O_TMPFILE): one directory operation (the link at
+                # commit) instead of two (create, rename), and nothing to clean up
+                # after a crash: the kernel frees an unlinked inode by itself.
+                self.fd = os.open(self.directory, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
+                self.anonymous = True
+                return
+            except OSError as e:
+                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                    raise
+                _TMPFILE[0] = False        # this file system has no O_TMPFILE
+        self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        self.opened = True
 
     def write(self, data: bytes) -> None:
         self.buf += data
@@ -137,12 +178,30 @@ class QueueFileWriter:
         view.release()
         self.buf.clear()
 
+    def rewrite(self, offset: int, head: bytes) -> None:
+        """Replace everything before `offset` with `head` (a new envelope; rare)."""
+        self._open()
+        self._flush()
+        size = os.fstat(self.fd).st_size
+        rest = os.pread(self.fd, size - offset, offset)
+        os.ftruncate(self.fd, 0)
+        os.lseek(self.fd, 0, os.SEEK_SET)
+        self.size = 0
+        self.write(head + rest)
+
     def commit(self) -> None:
         """Make the file durable and give it its final name (blocking: run in a thread)."""
         self._open()
         self._flush()
         if self.sync:
             os.fsync(self.fd)
+        if self.anonymous:
+            try:
+                _link_fd(self.fd, self.final)
+            finally:
+                os.close(self.fd)
+                self.fd = -1
+            return
         os.close(self.fd)
         self.fd = -1
         os.rename(self.tmp, self.final)

@@ -63,7 +63,82 @@ def test_atomic_write_missing_directory(tmp_path) -> None:
 
 
 # --- QueueFileWriter --------------------------------------------------------------
-def test_writer_is_invisible_until_commit(qs: QueueStore) -> None:
+# Two ways to make the file: an unnamed O_TMPFILE linked at commit (the default where
+# the file system has it), or a named ".ID" renamed at commit (the fallback). The
+# `named_temp` tests force the fallback; the `tmpfile` ones need O_TMPFILE.
+@pytest.fixture
+def named_temp(monkeypatch) -> None:
+    monkeypatch.setattr(store, "_TMPFILE", [False])
+
+
+@pytest.fixture
+def tmpfile(qs: QueueStore, monkeypatch) -> None:
+    monkeypatch.setattr(store, "_TMPFILE", [hasattr(os, "O_TMPFILE")])
+    try:
+        os.close(os.open(qs.path("incoming"), os.O_RDWR | os.O_TMPFILE))
+    except (AttributeError, OSError) as e:
+        pytest.skip(f"no O_TMPFILE on this file system: {e}")
+
+
+def test_tmpfile_writer_leaves_no_name_until_commit(qs: QueueStore, tmpfile: None) -> None:
+    incoming = qs.path("incoming")
+    qid = new_queue_id()
+    w = QueueFileWriter(incoming, qid, sync=True)
+    w.write(b"EQF 1\n")
+    w.write(b"x" * (QueueFileWriter.SPILL + 10))     # spills to the unnamed file
+    assert w.fd >= 0 and w.anonymous, "a spilled message should be in an O_TMPFILE"
+    assert os.listdir(incoming) == [], f"got {os.listdir(incoming)}: an unnamed file has no entry"
+    w.commit()
+    assert os.listdir(incoming) == [qid]
+    with open(qs.path("incoming", qid), "rb") as f:
+        assert f.read() == b"EQF 1\n" + b"x" * (QueueFileWriter.SPILL + 10)
+    assert w.fd == -1
+
+
+def test_tmpfile_writer_abort_and_crash_leave_nothing(qs: QueueStore, tmpfile: None) -> None:
+    incoming = qs.path("incoming")
+    w = QueueFileWriter(incoming, new_queue_id(), sync=False)
+    w.write(b"data" * 300_000)
+    w.abort()
+    assert os.listdir(incoming) == []
+    pid = os.fork()
+    if pid == 0:                       # a writer killed before commit
+        c = QueueFileWriter(incoming, new_queue_id(), sync=False)
+        c.write(b"y" * (QueueFileWriter.SPILL + 1))
+        os._exit(0)
+    os.waitpid(pid, 0)
+    assert os.listdir(incoming) == [], f"got {os.listdir(incoming)}: nothing to clean up after a crash"
+
+
+def test_tmpfile_writer_never_replaces_an_existing_file(qs: QueueStore, tmpfile: None) -> None:
+    qid = new_queue_id()
+    with open(qs.path("incoming", qid), "wb") as f:
+        f.write(b"first")
+    w = QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    w.write(b"second")
+    with pytest.raises(FileExistsError):
+        w.commit()
+    with open(qs.path("incoming", qid), "rb") as f:
+        assert f.read() == b"first"
+    assert os.listdir(qs.path("incoming")) == [qid]
+
+
+@pytest.mark.parametrize("mode", ["named_temp", "tmpfile"])
+@pytest.mark.parametrize("body", [b"small body\n", b"z" * (QueueFileWriter.SPILL + 5)])
+def test_writer_rewrite_replaces_the_envelope(qs: QueueStore, mode: str, body: bytes, request) -> None:
+    request.getfixturevalue(mode)
+    qid = new_queue_id()
+    w = QueueFileWriter(qs.path("incoming"), qid, sync=False)
+    w.write(b"OLD ENVELOPE\n")
+    w.write(body)
+    w.rewrite(len(b"OLD ENVELOPE\n"), b"NEW, LONGER ENVELOPE\n")
+    w.commit()
+    with open(qs.path("incoming", qid), "rb") as f:
+        assert f.read() == b"NEW, LONGER ENVELOPE\n" + body
+    assert w.size == len(b"NEW, LONGER ENVELOPE\n" + body)
+
+
+def test_writer_is_invisible_until_commit(qs: QueueStore, named_temp: None) -> None:
     incoming = qs.path("incoming")
     qid = new_queue_id()
     w = QueueFileWriter(incoming, qid, sync=False)
@@ -91,7 +166,7 @@ def test_writer_commit_with_sync(qs: QueueStore) -> None:
     assert qs.list("incoming") == [qid]
 
 
-def test_writer_abort_removes_temp(qs: QueueStore) -> None:
+def test_writer_abort_removes_temp(qs: QueueStore, named_temp: None) -> None:
     incoming = qs.path("incoming")
     w = QueueFileWriter(incoming, new_queue_id(), sync=False)
     w.write(b"data" * 100_000)
@@ -100,7 +175,7 @@ def test_writer_abort_removes_temp(qs: QueueStore) -> None:
     w.abort()          # twice is harmless
 
 
-def test_writer_refuses_existing_temp(qs: QueueStore) -> None:
+def test_writer_refuses_existing_temp(qs: QueueStore, named_temp: None) -> None:
     # O_EXCL on the temporary name: a second writer for the same id fails at commit
     # (when it first opens the file), and the first writer's file is left alone.
     qid = new_queue_id()
@@ -208,7 +283,7 @@ def fake(monkeypatch) -> FakeFsync:
     return f
 
 
-def test_writer_small_message_touches_disk_only_at_commit(qs: QueueStore) -> None:
+def test_writer_small_message_touches_disk_only_at_commit(qs: QueueStore, named_temp: None) -> None:
     qid = new_queue_id()
     w = QueueFileWriter(qs.path("incoming"), qid, sync=False)
     w.write(b"EQF 1\nsmall")
