@@ -28,6 +28,7 @@ import time
 from collections import defaultdict
 
 from ..core import dsn, maillog
+from ..core.batch import Batcher
 from ..core.errors import ConfigError
 from ..core.queueid import is_queue_id, new_queue_id, queue_id_time
 from ..core.resolve import Resolver
@@ -110,6 +111,7 @@ class Qmgr:
         self.resolver = Resolver(cfg)
         self.cleanup = Cleanup(cfg, self.store)
         self.sync = cfg.get_bool("fsync_queue")
+        self.remover = Batcher()           # unlinks of finished queue files, in batches
         self.min_backoff = cfg.get_duration("minimal_backoff_time")
         self.max_backoff = cfg.get_duration("maximal_backoff_time")
         self.lifetime = cfg.get_duration("maximal_queue_lifetime")
@@ -390,8 +392,9 @@ class Qmgr:
             os.utime(path, (now, when))
             self.store.move(qid, "active", "deferred")
         else:
-            # unlink is a slow metadata operation on a busy queue directory: not on the loop
-            await asyncio.to_thread(self.store.remove, "active", qid, self.had_defer_log(env))
+            # unlink is a slow metadata operation on a busy queue directory: not on the
+            # loop; and a batch of them per hand-off to the thread pool (core/batch.py)
+            await self.remover.run(self.store.remove, "active", qid, self.had_defer_log(env))
             maillog.log.info(f"{qid}: removed")
 
     def had_defer_log(self, env: qfile.Envelope) -> bool:
