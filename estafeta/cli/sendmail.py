@@ -13,8 +13,9 @@ Flags follow Postfix's sendmail(1): -t -f/-r -F -i/-oi -N -R -V -v -C, modes -bm
 flags that Postfix ignores (-Am -Ac -B -bh -bH -G -h -L -m -n -O -o<x> -U -X -e -p
 -c -x) are accepted and ignored. Exit codes are sysexits.h's.
 Submitting (-bm, -t, -bs) is for the users authorized_submit_users lists (Postfix's
-match list: names, !name, /file/name, type:table; the real uid's login name, or
-"unknown"); others get "User NAME(UID) is not allowed to submit mail", EX_NOPERM.
+match list, policy/submit.py: names, !name, /file/name, type:table; the real uid's
+login name, or "unknown"; root is no exception); others get "User NAME(UID) is not
+allowed to submit mail", EX_NOPERM.
 The pure parts (parse_args, parse_interval, read_message, extract_recipients)
 are unit-tested in tests/unit/cli/test_cli_sendmail.py.
 """
@@ -270,52 +271,18 @@ def login_name() -> str:
         return f"uid{os.getuid()}"
 
 
-def submit_allowed(patterns: str, user: str) -> bool:
-    """Postfix's string match list: the first pattern that matches decides; "!" in
-    front negates; /file/name stands for the words in that file; type:table matches
-    a user it has a key for (the value does not matter: static:anyone matches all).
-    No match, and an empty list, deny."""
-    from ..tables import open_table, split_table_list
-    user = user.lower()
-
-    def match(pattern: str, depth: int = 0) -> bool | None:
-        negate = pattern.startswith("!")
-        p = pattern[1:] if negate else pattern
-        hit: bool | None
-        if p.startswith("/") and depth < 5:
-            try:
-                with open(p, encoding="utf-8", errors="surrogateescape") as f:
-                    words = [w for line in f if not line.lstrip().startswith("#") for w in split_table_list(line)]
-            except OSError as e:
-                raise qa.CommandError(f"fatal: open {p}: {e.strerror}", EX_CONFIG) from None
-            hit = next((r for w in words if (r := match(w, depth + 1)) is not None), None)
-            if hit is None:
-                return None
-            return not hit if negate else hit
-        if ":" in p:
-            hit = open_table(p).lookup(user) is not None
-        else:
-            hit = p.lower() == user
-        return (not negate) if hit else None
-
-    for pattern in split_table_list(patterns):
-        result = match(pattern)
-        if result is not None:
-            return result
-    return False
-
-
 def check_submit_user(cfg) -> None:
-    """authorized_submit_users, as Postfix's sendmail (and postdrop) check it."""
-    uid = os.getuid()
-    try:
-        name = pwd.getpwuid(uid).pw_name
-    except KeyError:
-        name = "unknown"
+    """authorized_submit_users, as Postfix's sendmail (and postdrop) check it: for
+    every user, root too (policy/submit.py); pickup asks the same for maildrop files."""
     from ..core.errors import ConfigError
+    from ..policy.submit import SubmitListError, submit_allowed, submit_user_name
     from ..tables import TableTempError
+    uid = os.getuid()
+    name = submit_user_name(uid)
     try:
         allowed = submit_allowed(cfg.get("authorized_submit_users"), name)
+    except SubmitListError as e:
+        raise qa.CommandError(f"fatal: {e}", EX_CONFIG) from None
     except ConfigError as e:
         raise qa.CommandError(f"fatal: authorized_submit_users: {e}", EX_CONFIG) from None
     except TableTempError as e:
@@ -377,21 +344,18 @@ def verify(o: Options, cfg, stdin: bytes | None) -> int:
 
 
 def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
-    """-bs: an SMTP session on stdin/stdout; each message goes to maildrop."""
+    """-bs: an SMTP session on stdin/stdout; each message goes to maildrop. Banner,
+    EHLO, VRFY, SMTPUTF8, envelope syntax and limits are smtpd's (core/smtpsettings.py),
+    as Postfix's sendmail -bs runs its smtpd; without DSN, which maildrop cannot carry."""
+    from ..core.smtpsettings import smtp_settings
     from ..proto import replies as R
     from ..proto import events as ev
-    from ..proto.smtp_server import ServerConnection
     from ..queue import maildrop
-    from ..proto.smtp_server import DEFAULT_MAIL_PARAMS
-    utf8 = cfg.get_bool("smtputf8_enable")
-    conn = ServerConnection(cfg.get("myhostname"), message_size_limit=cfg.get_int("message_size_limit"),
-                            mail_params=DEFAULT_MAIL_PARAMS if utf8 else DEFAULT_MAIL_PARAMS - {"SMTPUTF8"},
-                            strict_envelopes=cfg.get_bool("strict_rfc821_envelopes"))
-    ehlo = R.ehlo_reply(cfg.get("myhostname"), cfg.get_int("message_size_limit"), smtputf8=utf8)
-    vrfy = R.VRFY_DISABLED if cfg.get_bool("disable_vrfy_command") else R.VRFY_REPLY
+    settings = smtp_settings(cfg, dsn=False)
+    conn = settings.connection()
     queued = R.Reply(250, "2.0.0", "Ok: queued")
     write = outfile.write
-    write(conn.greeting())
+    write(conn.send(settings.banner))
     outfile.flush()
     sender, rcpts, body = "", [], bytearray()
     while True:
@@ -411,15 +375,18 @@ def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
                 body += e.data
                 continue
             if isinstance(e, (ev.Helo,)):
-                reply = R.Reply(250, "", cfg.get("myhostname"))
+                reply = settings.helo
             elif isinstance(e, ev.Ehlo):
-                reply = ehlo
+                reply = settings.ehlo
             elif isinstance(e, ev.MailFrom):
                 sender, rcpts, body = e.address, [], bytearray()
                 reply = R.SENDER_OK
             elif isinstance(e, ev.RcptTo):
-                rcpts.append(e.address)
-                reply = R.RECIPIENT_OK
+                if len(rcpts) >= settings.rcpt_limit:
+                    reply = R.TOO_MANY_RECIPIENTS
+                else:
+                    rcpts.append(e.address)
+                    reply = R.RECIPIENT_OK
             elif isinstance(e, ev.Data):
                 reply = R.START_DATA
             elif isinstance(e, ev.EndOfData):
@@ -440,7 +407,7 @@ def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
             elif isinstance(e, ev.Quit):
                 reply = R.BYE
             elif isinstance(e, ev.Vrfy):
-                reply = vrfy
+                reply = settings.vrfy
             elif isinstance(e, ev.Help):
                 reply = R.HELP
             elif isinstance(e, ev.BadCommand):

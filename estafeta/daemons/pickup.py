@@ -9,9 +9,10 @@ cleanup creates incoming files), with protocol=local and the submitter's uid and
 login taken from the file's owner, and is removed from maildrop only once cleanup
 has made the queue file durable (a crash in between repeats it: a duplicate,
 never a loss). Unqualified addresses get @$myorigin, as Postfix's cleanup does.
-The owner must pass authorized_submit_users (root and the mail owner always do),
-since a user can write a maildrop file without the sendmail command: the file of
-a user it leaves out is removed and logged ("maildrop/NAME: uid=N: User NAME(N) is not
+The owner must pass authorized_submit_users (policy/submit.py; root too, as the
+sendmail command and Postfix's postdrop check it; only the mail system itself is
+exempt), since a user can write a maildrop file without the sendmail command: the
+file of a user it leaves out is removed and logged ("maildrop/NAME: uid=N: User NAME(N) is not
 allowed to submit mail; removed").
 A header/body_checks REJECT (5xx) of a submission bounces it, as Postfix's cleanup
 does for local mail: the sender gets an RFC 3464 notice (core/dsn.py) and the
@@ -26,12 +27,11 @@ import os
 import pwd
 import time
 
-from ..cli.queue_admin import CommandError
-from ..cli.sendmail import submit_allowed
 from ..core import dsn, maillog
 from ..core.errors import ConfigError
 from ..core.queueid import new_queue_id
 from ..delivery import base
+from ..policy.submit import SubmitListError, submit_allowed, submit_user_name
 from ..proto import dsn as proto_dsn
 from ..queue import maildrop
 from ..tables import TableTempError
@@ -81,10 +81,10 @@ class Pickup:
         except maildrop.NotAllowed as e:
             self.refuse(name, e.uid)
             return
-        except (ConfigError, CommandError, TableTempError) as e:
+        except (ConfigError, SubmitListError, TableTempError) as e:
             # authorized_submit_users cannot answer (a table, an unreadable /file):
             # the file waits in maildrop for the next scan, as a 4xx from cleanup does.
-            reason = e.reason if isinstance(e, TableTempError) else str(e).removeprefix("fatal: ")
+            reason = e.reason if isinstance(e, TableTempError) else str(e)
             maillog.log.warning(f"maildrop/{name}: authorized_submit_users: {maillog.esc(reason)}; "
                                 "left in maildrop")
             return
@@ -133,23 +133,20 @@ class Pickup:
 
     def may_submit(self, uid: int) -> bool:
         """authorized_submit_users for the file's owner, evaluated as the sendmail
-        command does (the login name, or "unknown"). The super-user and the mail
-        system (mail_owner, or whoever pickup runs as) are always allowed."""
-        if uid == 0 or uid == os.geteuid() or uid == self.owner_uid:
+        command does (the login name, or "unknown"), root included: Postfix exempts
+        no one, so a root-owned file the sendmail command would have refused is
+        refused here too. Only the mail system (mail_owner, or whoever pickup runs
+        as) is always allowed: it owns the queue and could write there anyway. That
+        is never root (the daemons drop to mail_owner), so a uid 0 that comes out of
+        those two (pickup run by root in a test) is still checked."""
+        if uid != 0 and uid in (os.geteuid(), self.owner_uid):
             return True
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = "unknown"
-        return submit_allowed(self.cfg.get("authorized_submit_users"), user)
+        return submit_allowed(self.cfg.get("authorized_submit_users"), submit_user_name(uid))
 
     def refuse(self, name: str, uid: int) -> None:
         """A file from a user authorized_submit_users leaves out: removed, with the
         words the sendmail command would have said to that user."""
-        try:
-            user = pwd.getpwuid(uid).pw_name
-        except KeyError:
-            user = "unknown"
+        user = submit_user_name(uid)
         maillog.log.warning(f"maildrop/{name}: uid={uid}: User {maillog.esc(user)}({uid}) is not allowed "
                             "to submit mail; removed")
         try:

@@ -30,11 +30,11 @@ from ..core import maillog
 from ..core.maillog import esc
 from ..core.queueid import new_queue_id
 from ..core.resolve import ALIAS, LOCAL, VIRTUAL, Resolver
+from ..core.smtpsettings import smtp_settings
 from ..policy import restrictions as P
 from ..proto import dsn
 from ..proto import events as ev
 from ..proto import replies as R
-from ..proto.smtp_server import DEFAULT_MAIL_PARAMS, ServerConnection
 from ..tables import TableList, TableTempError, open_table
 from .cleanup import Cleanup, CleanupRefused
 
@@ -92,17 +92,16 @@ class SmtpdConfig:
     """What every session needs, computed once per process."""
 
     def __init__(self, cfg, store) -> None:
-        self.hostname = cfg.get("myhostname")
-        self.banner = R.Reply(220, "", cfg.get("smtpd_banner"))
-        self.size_limit = cfg.get_int("message_size_limit")
-        self.line_limit = cfg.get_int("line_length_limit")
+        # Banner, EHLO, VRFY, SMTPUTF8, envelope syntax and limits: shared with
+        # sendmail -bs (core/smtpsettings.py), which must answer the same.
+        self.smtp = smtp_settings(cfg)
+        self.hostname = self.smtp.hostname
+        self.banner = self.smtp.banner
         self.timeout = cfg.get_duration("smtpd_timeout")
         self.data_rate_step = 1.0 / max(1, cfg.get_int("smtpd_min_data_rate"))   # s of deadline per byte
-        self.hard_errors = cfg.get_int("smtpd_hard_error_limit")
         self.soft_errors = cfg.get_int("smtpd_soft_error_limit")
         self.error_sleep = cfg.get_duration("smtpd_error_sleep_time")
-        self.junk_limit = cfg.get_int("smtpd_junk_command_limit")
-        self.rcpt_limit = cfg.get_int("smtpd_recipient_limit")
+        self.rcpt_limit = self.smtp.rcpt_limit
         self.mynetworks = parse_networks(cfg.get_list("mynetworks"))
         self._mynetworks_cache: dict[str, bool] = {}    # client address -> in mynetworks
         self.resolver = Resolver(cfg)
@@ -111,12 +110,9 @@ class SmtpdConfig:
                               VIRTUAL: cfg.get_int("unknown_virtual_mailbox_reject_code")}
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.cleanup = Cleanup(cfg, store)
-        utf8 = cfg.get_bool("smtputf8_enable")     # no: not announced, MAIL ... SMTPUTF8 refused
-        self.mail_params = (DEFAULT_MAIL_PARAMS | dsn.MAIL_PARAMS) - (set() if utf8 else {"SMTPUTF8"})
-        self.strict_envelopes = cfg.get_bool("strict_rfc821_envelopes")
-        self.vrfy = R.VRFY_DISABLED if cfg.get_bool("disable_vrfy_command") else R.VRFY_REPLY
-        self.ehlo = R.ehlo_reply(self.hostname, self.size_limit, ("DSN",), smtputf8=utf8)     # RFC 3461
-        self.helo = R.helo_reply(self.hostname)
+        self.vrfy = self.smtp.vrfy
+        self.ehlo = self.smtp.ehlo          # with DSN (RFC 3461)
+        self.helo = self.smtp.helo
         self.sessions = 0
         self.max_sessions = 0
         self.acceptor: Acceptor | None = None
@@ -188,11 +184,7 @@ class Session(asyncio.Protocol):
 
     def __init__(self, sc: SmtpdConfig) -> None:
         self.sc = sc
-        self.conn = ServerConnection(sc.hostname, max_line=sc.line_limit,
-                                     message_size_limit=sc.size_limit, max_errors=sc.hard_errors,
-                                     max_junk=sc.junk_limit,
-                                     mail_params=sc.mail_params, rcpt_params=dsn.RCPT_PARAMS,
-                                     strict_envelopes=sc.strict_envelopes)
+        self.conn = sc.smtp.connection()
         self.transport: asyncio.Transport | None = None
         self.helo = ""
         self.proto = "SMTP"

@@ -66,6 +66,11 @@ def test_authorized_submit_users(instance_factory):
     assert want in r.stderr.decode(), f"got {r.stderr!r}, want {want!r}"
     assert os.listdir(os.path.join(inst.queue_dir, "maildrop")) == []
     inst.cli("config", "-e", f"authorized_submit_users = {ME}")
+    # pickup checks the file's owner against the list too (root included, as root is
+    # for the command): it must have read the new list before the file comes.
+    before = set(inst.service_pids("pickup"))
+    inst.cli("reload")
+    wait_for(lambda: (now := set(inst.service_pids("pickup"))) and not now & before, 60, what="pickup with the new list")
     r = sendmail(inst, "demo@localhost", input=b"Subject: allowed\n\nbody\n")
     assert r.returncode == 0, r.stderr
     wait_for(lambda: inst.delivered(), what="delivery")

@@ -1,6 +1,7 @@
-"""pickup checks authorized_submit_users against each maildrop file's owner: root and
-the mail system always pass; a refused file is removed and logged; a list that cannot
-answer leaves the file in maildrop."""
+"""pickup checks authorized_submit_users against each maildrop file's owner, root
+included (as Postfix's sendmail and postdrop do); only the mail system always passes;
+a refused file is removed and logged; a list that cannot answer leaves the file in
+maildrop."""
 import asyncio
 import os
 
@@ -13,6 +14,7 @@ from estafeta.queue import maildrop
 from estafeta.queue.store import QueueStore
 
 NOBODY_UID = 4000123          # no such user: its login name is "unknown"
+OWNER_UID = 4000124           # stands for mail_owner's uid
 
 
 class Ctx:
@@ -39,13 +41,23 @@ def pickup(tmp_path, users: str) -> Pickup:
     ("static:anyone", NOBODY_UID, True),
     ("!unknown, static:anyone", NOBODY_UID, False),   # Postfix's name for a uid without one
     ("", NOBODY_UID, False),                          # empty: nobody...
-    ("", 0, True),                                    # ...but the super-user
-    ("", os.geteuid(), True),                         # and the mail system (pickup's own uid)
-    ("!root", 0, True),
+    ("", 0, False),                                   # ...not even the super-user,
+    ("!root, static:anyone", 0, False),               # whom the list can leave out
+    ("root, !static:all", 0, True),                   # Postfix's idiom: root only
+    ("root, !static:all", NOBODY_UID, False),
+    ("", OWNER_UID, True),                            # the mail system always passes
 ])
 def test_may_submit(tmp_path, users: str, uid: int, want: bool) -> None:
-    got = pickup(tmp_path, users).may_submit(uid)
+    p = pickup(tmp_path, users)
+    p.owner_uid = OWNER_UID
+    got = p.may_submit(uid)
     assert got == want, f"{users!r}, uid {uid}: got {got}, want {want}"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="pickup's own uid is root here, which is never exempt")
+def test_pickup_own_uid_always_passes(tmp_path) -> None:
+    got = pickup(tmp_path, "").may_submit(os.geteuid())
+    assert got is True, f"pickup's own uid with an empty list: got {got}, want True"
 
 
 def drop(p: Pickup, uid: int) -> str:
@@ -73,8 +85,20 @@ def test_list_that_cannot_answer_leaves_the_file(tmp_path, log) -> None:
     assert os.listdir(p.dir) == [name]
     want = f"warning: maildrop/{name}: authorized_submit_users: open {tmp_path}/no-such-list: No such file or directory; left in maildrop"
     assert want in log.read_text(), log.read_text()
-    # the super-user's file does not need the list
-    mine = drop(p, 0)
-    asyncio.run(p.take(mine))
-    assert sorted(os.listdir(p.dir)) == [name]
-    assert len(os.listdir(p.store.path("incoming"))) == 1
+    # the super-user's file needs the list too, and waits with the others
+    roots = drop(p, 0)
+    asyncio.run(p.take(roots))
+    assert sorted(os.listdir(p.dir)) == sorted([name, roots])
+    assert os.listdir(p.store.path("incoming")) == []
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: gives the maildrop file another owner")
+def test_root_file_refused_when_the_list_leaves_root_out(tmp_path, log) -> None:
+    """Before, pickup let root through whatever the list said, while the sendmail
+    command refused root: now both refuse it, as Postfix does."""
+    p = pickup(tmp_path, "!root, static:anyone")
+    name = drop(p, 0)
+    asyncio.run(p.take(name))
+    assert os.listdir(p.dir) == [] and os.listdir(p.store.path("incoming")) == []
+    want = f"warning: maildrop/{name}: uid=0: User root(0) is not allowed to submit mail; removed"
+    assert want in log.read_text(), log.read_text()

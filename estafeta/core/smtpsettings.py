@@ -1,0 +1,75 @@
+"""What an SMTP server session takes from main.cf, built in one place for smtpd and
+for `sendmail -bs`.
+
+Postfix runs the same program for both (`sendmail -bs` starts `smtpd -S` on the
+caller's stdin), so a client sees the same banner, EHLO keywords, SIZE, VRFY answer,
+SMTPUTF8 and envelope syntax rules, and meets the same limits, whichever way it came
+in. Here the two drivers differ (asyncio sockets in daemons/smtpd.py, a blocking
+loop on stdio in cli/sendmail.py), so both build their settings and their codec
+with `smtp_settings` and `SmtpSettings.connection`, and cannot drift apart.
+Pure: reads the configuration, no IO. The one deliberate difference, DSN, is a
+parameter of `smtp_settings` (see there).
+Next: proto/smtp_server.py (the codec), daemons/smtpd.py, cli/sendmail.py.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config.main_cf import MainConfig
+from ..proto import dsn as proto_dsn
+from ..proto import replies as R
+from ..proto.smtp_server import DEFAULT_MAIL_PARAMS, ServerConnection
+
+
+@dataclass(frozen=True, slots=True)
+class SmtpSettings:
+    hostname: str                   # myhostname
+    banner: R.Reply                 # smtpd_banner
+    helo: R.Reply
+    ehlo: R.Reply                   # keywords, SIZE message_size_limit, SMTPUTF8, DSN
+    vrfy: R.Reply                   # disable_vrfy_command
+    smtputf8: bool                  # smtputf8_enable
+    strict_envelopes: bool          # strict_rfc821_envelopes
+    size_limit: int                 # message_size_limit (0: none)
+    line_limit: int                 # line_length_limit
+    hard_errors: int                # smtpd_hard_error_limit
+    junk_limit: int                 # smtpd_junk_command_limit
+    rcpt_limit: int                 # smtpd_recipient_limit
+    mail_params: frozenset[str]     # MAIL FROM parameters accepted
+    rcpt_params: frozenset[str]     # RCPT TO parameters accepted
+
+    def connection(self) -> ServerConnection:
+        """A codec for one session, with these limits and parameters."""
+        return ServerConnection(self.hostname, max_line=self.line_limit, message_size_limit=self.size_limit,
+                                max_errors=self.hard_errors, max_junk=self.junk_limit,
+                                mail_params=self.mail_params, rcpt_params=self.rcpt_params,
+                                strict_envelopes=self.strict_envelopes)
+
+
+def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
+    """The session settings main.cf asks for. `dsn=False` leaves out DSN (RFC 3461:
+    the keyword and its MAIL/RCPT parameters): `sendmail -bs` writes to maildrop,
+    which cannot carry NOTIFY or ORCPT per recipient, and offering what would be
+    dropped is worse than not offering it (Postfix's smtpd -S offers DSN)."""
+    hostname = cfg.get("myhostname")
+    size_limit = cfg.get_int("message_size_limit")
+    utf8 = cfg.get_bool("smtputf8_enable")     # no: not announced, MAIL ... SMTPUTF8 refused
+    mail_params = DEFAULT_MAIL_PARAMS | (proto_dsn.MAIL_PARAMS if dsn else frozenset())
+    if not utf8:
+        mail_params -= {"SMTPUTF8"}
+    return SmtpSettings(
+        hostname=hostname,
+        banner=R.Reply(220, "", cfg.get("smtpd_banner")),
+        helo=R.helo_reply(hostname),
+        ehlo=R.ehlo_reply(hostname, size_limit, ("DSN",) if dsn else (), smtputf8=utf8),
+        vrfy=R.VRFY_DISABLED if cfg.get_bool("disable_vrfy_command") else R.VRFY_REPLY,
+        smtputf8=utf8,
+        strict_envelopes=cfg.get_bool("strict_rfc821_envelopes"),
+        size_limit=size_limit,
+        line_limit=cfg.get_int("line_length_limit"),
+        hard_errors=cfg.get_int("smtpd_hard_error_limit"),
+        junk_limit=cfg.get_int("smtpd_junk_command_limit"),
+        rcpt_limit=cfg.get_int("smtpd_recipient_limit"),
+        mail_params=frozenset(mail_params),
+        rcpt_params=proto_dsn.RCPT_PARAMS if dsn else frozenset(),
+    )

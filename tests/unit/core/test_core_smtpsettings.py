@@ -1,0 +1,73 @@
+"""The SMTP session settings smtpd and sendmail -bs both build from main.cf
+(core/smtpsettings.py): one function, so the two answer alike."""
+import pytest
+
+from estafeta.config.main_cf import MainConfig
+from estafeta.core.smtpsettings import smtp_settings
+from estafeta.proto import events as ev
+from estafeta.proto import replies as R
+
+
+def cfg(text: str = "") -> MainConfig:
+    return MainConfig.parse("myhostname = mx.example.org\n" + text, "main.cf")
+
+
+def ehlo_lines(reply: R.Reply) -> list[str]:
+    return [*reply.lines, reply.text]
+
+
+def test_defaults() -> None:
+    s = smtp_settings(cfg())
+    got = ehlo_lines(s.ehlo)
+    want = ["mx.example.org", "PIPELINING", "SIZE 10240000", "DSN", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
+    assert got == want, f"got EHLO {got}, want {want}"
+    assert s.banner == R.Reply(220, "", "mx.example.org ESMTP"), f"got banner {s.banner}"
+    assert s.helo == R.helo_reply("mx.example.org")
+    assert s.vrfy == R.VRFY_REPLY
+    assert (s.smtputf8, s.strict_envelopes) == (True, False)
+    assert (s.size_limit, s.line_limit, s.hard_errors, s.junk_limit, s.rcpt_limit) == (10240000, 2048, 20, 100, 1000)
+    assert s.mail_params == {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"}, f"got {sorted(s.mail_params)}"
+    assert s.rcpt_params == {"NOTIFY", "ORCPT"}, f"got {sorted(s.rcpt_params)}"
+
+
+def test_main_cf_settings() -> None:
+    s = smtp_settings(cfg("smtputf8_enable = no\nstrict_rfc821_envelopes = yes\ndisable_vrfy_command = yes\n"
+                          "message_size_limit = 5000\nsmtpd_banner = $myhostname ESMTP ready\n"
+                          "line_length_limit = 1000\nsmtpd_hard_error_limit = 3\nsmtpd_junk_command_limit = 7\n"
+                          "smtpd_recipient_limit = 2\n"))
+    got = ehlo_lines(s.ehlo)
+    assert "SIZE 5000" in got and "SMTPUTF8" not in got, f"got EHLO {got}"
+    assert "SMTPUTF8" not in s.mail_params
+    assert s.vrfy == R.VRFY_DISABLED
+    assert s.banner.text == "mx.example.org ESMTP ready", f"got banner {s.banner.text!r}"
+    assert (s.strict_envelopes, s.size_limit, s.line_limit, s.hard_errors, s.junk_limit, s.rcpt_limit) == \
+        (True, 5000, 1000, 3, 7, 2)
+
+
+def test_without_dsn_only_dsn_differs() -> None:
+    """sendmail -bs leaves DSN out (maildrop cannot carry NOTIFY/ORCPT); nothing else."""
+    c = cfg("smtputf8_enable = no\n")
+    full, bs = smtp_settings(c), smtp_settings(c, dsn=False)
+    assert ehlo_lines(bs.ehlo) == [k for k in ehlo_lines(full.ehlo) if k != "DSN"], f"got {ehlo_lines(bs.ehlo)}"
+    assert bs.mail_params == {"SIZE", "BODY"} and bs.rcpt_params == frozenset()
+    same = ("hostname", "banner", "helo", "vrfy", "smtputf8", "strict_envelopes", "size_limit", "line_limit",
+            "hard_errors", "junk_limit", "rcpt_limit")
+    diff = [n for n in same if getattr(full, n) != getattr(bs, n)]
+    assert diff == [], f"got differences in {diff}"
+
+
+@pytest.mark.parametrize("strict, line, want", [
+    ("no", b"MAIL FROM:a@example.org\r\n", ev.MailFrom),
+    ("yes", b"MAIL FROM:a@example.org\r\n", ev.BadCommand),
+    ("yes", b"MAIL FROM:<a@example.org>\r\n", ev.MailFrom),
+])
+def test_connection_applies_the_settings(strict: str, line: bytes, want: type) -> None:
+    s = smtp_settings(cfg(f"strict_rfc821_envelopes = {strict}\n"))
+    conn = s.connection()
+    conn.send(s.banner)
+    conn.receive_data(b"EHLO client.example\r\n")
+    assert isinstance(conn.next_event(), ev.Ehlo)
+    conn.send(s.ehlo)
+    conn.receive_data(line)
+    got = conn.next_event()
+    assert isinstance(got, want), f"strict={strict} {line!r}: got {got}, want {want.__name__}"
