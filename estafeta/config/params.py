@@ -371,7 +371,7 @@ _ALL: list[Param] = [
        ignored="not implemented yet: set local_transport or transport_maps instead"),
     _p("fallback_transport", Str, "", "Transport for local recipients not found in the UNIX password database.",
        ignored="not implemented yet: unknown local users bounce"),
-    _p("mailbox_size_limit", Size, "51200000", "Largest mailbox file the local delivery agent writes, in bytes (0: no limit)."),
+    _p("mailbox_size_limit", Size, "51200000", "Largest file, in bytes, that the local delivery agent or a command it runs may write (0: no limit)."),
     _p("allow_mail_to_commands", List, "alias, forward", "Where the local delivery agent allows deliveries to |command."),
     _p("allow_mail_to_files", List, "alias, forward", "Where the local delivery agent allows deliveries to /file."),
     _p("biff", Bool, "yes", "Notify the local biff service of new mail.",
@@ -442,7 +442,7 @@ _ALL: list[Param] = [
        "Reject unknown local and virtual mailbox recipients even without reject_unlisted_recipient in the lists."),
     _p("smtpd_reject_unlisted_sender", Bool, "no", "Reject unknown local and virtual mailbox senders, as reject_unlisted_sender."),
     _p("authorized_submit_users", List, "static:anyone", "Users allowed to submit mail with the sendmail command (-bm, -t, -bs), and whose maildrop files pickup "
-       "takes (root and mail_owner always): names, !name, /file/name, type:table; the first match decides; empty: no one."),
+       "takes (mail_owner always; root only if listed, as in Postfix): names, !name, /file/name, type:table; the first match decides; empty: no one."),
     # --- SMTP client ------------------------------------------------------------
     *_client_params("smtp", "SMTP", port="25", connect_timeout="30s"),
     *_client_params("lmtp", "LMTP", port="24", connect_timeout="0s"),

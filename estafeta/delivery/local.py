@@ -7,11 +7,12 @@ For each recipient in a local domain, in order:
      `owner-name` exists it becomes the envelope sender of the expansion (with
      expand_owner_alias = yes: what owner-name expands to, when that is one address).
   2. the user's .forward (forward_path), read with the user's rights.
-  3. the mailbox: mail_spool_directory/USER in mbox format (dotlock USER.lock
-     plus fcntl lock, "From sender date" line, ">From " quoting, a blank line
-     at the end, mode 0600 owned by the user), or home_mailbox under the home
-     directory ("Maildir/" with a trailing slash: Maildir). mailbox_size_limit
-     bounds the mbox file, or each Maildir message file: 5.2.2 "File too large".
+  3. the mailbox: mail_spool_directory/USER in mbox format (mode 0600 owned by
+     the user), or home_mailbox under the home directory ("Maildir/" with a
+     trailing slash: Maildir). delivery/mailbox.py writes both (locks, From_
+     line and quoting); mailbox_size_limit bounds the mbox file, or each Maildir
+     message file: 5.2.2 "File too large". It is also the file size limit
+     (RLIMIT_FSIZE) of every |command, as in Postfix.
 Addresses of other domains or transports in an expansion are forwarded: a new
 queue file (with Delivered-To:) is written for qmgr, "forwarded as ID".
 
@@ -44,17 +45,16 @@ table that cannot answer) defers (4.x.x); a rule that will not change bounces
 is deferred as a whole (later attempts may repeat copies already delivered,
 as with Postfix); otherwise one that bounces bounces the original recipient
 with its reason.
-Next: tables/aliases.py (syntax), delivery/maildir.py, daemons/local.py.
+Next: tables/aliases.py (syntax), delivery/mailbox.py, delivery/maildir.py, daemons/local.py.
 """
 from __future__ import annotations
 
 import asyncio
 import errno
-import fcntl
 import os
 import pickle
 import pwd
-import re
+import resource
 import signal
 import stat
 import subprocess
@@ -67,11 +67,10 @@ from ..core import maillog
 from ..core.errors import MailError, PermFail, TempFail
 from ..tables import open_table, split_table_list
 from ..tables.aliases import ADDRESS, COMMAND, FILE, INCLUDE, Token, parse_list
-from . import base, maildir
+from . import base
+from .mailbox import append_mbox, from_line, mbox_image, write_maildir
 
 MAX_DEPTH = 100          # nested alias/.forward/include levels before we call it a loop
-LOCK_ATTEMPTS = 20       # Postfix deliver_lock_attempts
-LOCK_DELAY = 0.5
 
 
 # -- privileges --------------------------------------------------------------------------
@@ -159,113 +158,28 @@ def run_as(privs: Privs | None, fn: Callable[..., Any], *args: Any, keep_root: b
     raise TempFail(f"delivery child failed: {out[1]}", "4.3.0")
 
 
-# -- mailbox formats -----------------------------------------------------------------------
+def command_file_limit(limit: int) -> Callable[[], None] | None:
+    """What a |command's child does before exec, or None (limit 0: nothing to do).
 
-_FROM_LINE = re.compile(rb"^From ", re.M)
-
-
-def from_line(sender: str, when: float | None = None) -> bytes:
-    return f"From {sender or 'MAILER-DAEMON'}  {time.asctime(time.localtime(when))}\n".encode(
-        "utf-8", "surrogateescape")
-
-
-def mbox_image(sender: str, headers: bytes, message: bytes, when: float | None = None) -> bytes:
-    """From_ line, our headers, the message with "From " lines quoted, one blank line."""
-    body = _FROM_LINE.sub(b">From ", headers + message)
-    if not body.endswith(b"\n"):
-        body += b"\n"
-    return from_line(sender, when) + body + b"\n"
-
-
-def dotlock(lock: str, stale: float) -> bool:
-    """Create LOCK with O_EXCL, waiting for a holder; a lock older than `stale` is removed.
-
-    Returns False when the directory does not let us create it (file deliveries go on
-    with the fcntl lock alone, as Postfix's "dotlock may fail" rule).
+    mailbox_size_limit becomes its file size limit (RLIMIT_FSIZE): Postfix's local(8)
+    sets that limit on itself, so every command it runs inherits it, together with
+    SIGXFSZ ignored. We ignore SIGXFSZ as well, so a write past the limit fails with
+    EFBIG: the command says "File too large" and exits non-zero (a bounce), as under
+    Postfix, instead of being killed by the signal (a deferral). Runs between fork and
+    exec, after the switch to the user: never raise the hard limit, only lower it.
     """
-    for _ in range(LOCK_ATTEMPTS):
-        try:
-            fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            os.write(fd, f"{os.getpid()}\n".encode())
-            os.close(fd)
-            return True
-        except FileExistsError:
-            try:
-                if time.time() - os.lstat(lock).st_mtime > stale:
-                    os.unlink(lock)
-                    continue
-            except FileNotFoundError:
-                continue
-        except PermissionError:
-            return False
-        time.sleep(LOCK_DELAY)
-    raise TempFail(f"unable to lock {lock}: file exists", "4.2.0")
+    if not limit:
+        return None
+
+    def child() -> None:
+        hard = resource.getrlimit(resource.RLIMIT_FSIZE)[1]
+        cap = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    return child
 
 
-def append_mbox(path: str, data: bytes, owner: Privs | None, limit: int, stale: float,
-                need_dotlock: bool = True, switch_ids: bool = False) -> None:
-    """Append one mbox message under dotlock + fcntl lock; all or nothing.
-
-    owner: when we are root, the mailbox must belong to it (a new one is given to it);
-    switch_ids: we hold root only to lock and create; write with owner's effective ids.
-    """
-    lock = path + ".lock"
-    locked = dotlock(lock, stale)
-    if need_dotlock and not locked:
-        raise TempFail(f"unable to create lock file {lock}: permission denied", "4.2.0")
-    try:
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        except OSError as e:
-            raise TempFail(f"cannot open mailbox {path}: {e.strerror}", "4.2.0") from e
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
-                raise TempFail(f"mailbox {path}: not a regular file with one link", "4.2.0")
-            if owner is not None and os.geteuid() == 0 and st.st_uid != owner.uid:
-                if st.st_size == 0 and st.st_uid == 0:
-                    os.fchown(fd, owner.uid, owner.gid)
-                else:
-                    raise TempFail(f"mailbox {path}: owned by uid {st.st_uid}, not {owner.name}", "4.2.0")
-            for _ in range(LOCK_ATTEMPTS):
-                try:
-                    fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except OSError as e:
-                    if e.errno not in (errno.EAGAIN, errno.EACCES):
-                        raise
-                    time.sleep(LOCK_DELAY)
-            else:
-                raise TempFail(f"unable to lock {path}: busy", "4.2.0")
-            if switch_ids and owner is not None:
-                os.setegid(owner.gid)
-                os.seteuid(owner.uid)
-            try:
-                size = os.fstat(fd).st_size
-                if limit and size + len(data) > limit:
-                    raise PermFail(f"cannot update mailbox {path} for user {owner.name if owner else ''}. "
-                                   f"error writing message: File too large", "5.2.2")
-                try:
-                    view = memoryview(data)
-                    while view:
-                        view = view[os.write(fd, view):]
-                    os.fsync(fd)
-                except OSError as e:
-                    os.ftruncate(fd, size)       # never leave half a message
-                    raise TempFail(f"cannot update mailbox {path}: {e.strerror}", "4.2.0") from e
-            finally:
-                if switch_ids and owner is not None:
-                    os.seteuid(0)
-                    os.setegid(0)
-        finally:
-            os.close(fd)                         # releases the fcntl lock
-    finally:
-        if locked:
-            try:
-                os.unlink(lock)
-            except OSError:
-                pass
-
+# -- files read as the user -------------------------------------------------------------
 
 def read_forward(paths: list[str]) -> tuple[str, str] | None:
     """The first .forward of `paths` that exists: (path, text). Runs as the user."""
@@ -295,15 +209,6 @@ def read_file(path: str) -> tuple[str, int]:
         raise PermFail(f"cannot open include file {path}: No such file or directory", "5.3.0") from None
     except OSError as e:
         raise TempFail(f"cannot open include file {path}: {e.strerror}", "4.3.0") from e
-
-
-def _maildir_as_user(path: str, prefix: bytes, message: bytes, sync: bool, limit: int = 0) -> str:
-    """One Maildir message file. mailbox_size_limit (`limit`, 0: none) applies to that
-    file, as Postfix's limit on any file local writes: too large is 5.2.2, a bounce,
-    the mbox outcome, and nothing is written."""
-    if limit and len(prefix) + len(message) > limit:
-        raise PermFail("maildir delivery failed: error writing message: File too large", "5.2.2")
-    return maildir.deliver_maildir(path, prefix, (message,), sync)
 
 
 # -- per-request state ---------------------------------------------------------------------
@@ -702,7 +607,7 @@ class LocalAgent:
         if self.home_mailbox:
             path = os.path.join(u.home, self.home_mailbox)
             if self.home_mailbox.endswith("/"):
-                run_as(u, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync,
+                run_as(u, write_maildir, path, self.headers(st, rs, address, sender), st.message, self.sync,
                        self.limit)
                 return "delivered to maildir"
             data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
@@ -723,7 +628,7 @@ class LocalAgent:
 
     def deliver_file(self, st: RequestState, rs: RcptState, address: str, sender: str, path: str, p: Privs) -> str:
         if path.endswith("/"):
-            run_as(p, _maildir_as_user, path, self.headers(st, rs, address, sender), st.message, self.sync,
+            run_as(p, write_maildir, path, self.headers(st, rs, address, sender), st.message, self.sync,
                    self.limit)
             return f"delivered to maildir: {path}"
         data = mbox_image(sender, self.headers(st, rs, address, sender), st.message)
@@ -749,9 +654,12 @@ class LocalAgent:
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     env=self.command_env(rs, address, sender, p), cwd=cwd,
-                                    start_new_session=True, close_fds=True, **kw)
+                                    start_new_session=True, close_fds=True,
+                                    preexec_fn=command_file_limit(self.limit), **kw)
         except OSError as e:
             raise TempFail(f"cannot run command: {e.strerror}", "4.3.0") from e
+        except subprocess.SubprocessError as e:    # the limit could not be set in the child
+            raise TempFail(f"cannot run command: {e}", "4.3.0") from e
         try:
             out, _ = proc.communicate(data, timeout=self.cmd_limit)
         except subprocess.TimeoutExpired:

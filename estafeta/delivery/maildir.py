@@ -65,6 +65,14 @@ def deliver_maildir(path: str, prefix: bytes, message_chunks, sync: bool = True)
     return name
 
 
+def check_size(size: int, limit: int, context: str) -> None:
+    """A message file of `size` bytes over `limit` (0: none) bounces 5.2.2 before anything
+    is written: what Postfix reports when a write hits its file size limit (EFBIG), for
+    mailbox_size_limit and virtual_mailbox_limit. `context` ends in ":" or "."."""
+    if limit and size > limit:
+        raise PermFail(f"{context} error writing message: File too large", "5.2.2")
+
+
 def check_loop(message_head: bytes, recipient: str) -> None:
     """A Delivered-To: header naming this recipient means a mail loop (5.4.6)."""
     needle = recipient.lower().encode("utf-8", "surrogateescape")

@@ -50,7 +50,8 @@ from ..core.errors import ConfigError
 from ..proto.address import split_address
 from ..queue import qfile
 from . import base
-from .local import Privs, _privileged, delivered_to_headers, from_line
+from .local import Privs, _privileged, delivered_to_headers
+from .mailbox import from_line
 
 # <sysexits.h>: status -> (temporary, dsn, text)
 SYSEXITS: dict[int, tuple[bool, str, str]] = {

@@ -50,9 +50,8 @@ class VirtualAgent:
             box = self.mailbox_for(address)
             maildir.check_loop(message[:65536], address)
             prefix = (f"Return-Path: <{req.sender}>\nDelivered-To: {address}\n").encode("utf-8", "surrogateescape")
-            if self.limit and len(prefix) + len(message) > self.limit:
-                # Postfix: the maildir file would exceed the limit (EFBIG): 5.2.2, a bounce.
-                raise PermFail(f"cannot deliver to maildir {box}: error writing message: File too large", "5.2.2")
+            # Postfix: the maildir file would exceed the limit (EFBIG): 5.2.2, a bounce.
+            maildir.check_size(len(prefix) + len(message), self.limit, f"cannot deliver to maildir {box}:")
             maildir.deliver_maildir(box, prefix, (message,), self.sync)
             return base.RecipientResult(address, base.SENT, "2.0.0", "delivered to maildir")
         except MailError as e:

@@ -88,6 +88,16 @@ def mbox(user: str) -> list:
         return []
 
 
+def mbox_complete(path: str) -> bool:
+    """The file exists and ends with the blank line of a whole message: it is created
+    before the message is appended under its lock, so existing is not enough."""
+    try:
+        with open(path, "rb") as f:
+            return f.read().endswith(b"\n\n")
+    except FileNotFoundError:
+        return False
+
+
 def subjects(user: str) -> list[str]:
     return [m["Subject"] for m in mbox(user)]
 
@@ -134,7 +144,7 @@ def test_include_command_file_and_forward(inst, users) -> None:
     assert open(f"{out}/forward-cmd.uid").read().strip() == str(pwd.getpwnam(j).pw_uid), \
         ".forward commands run as the user"
     assert "\nFrom here\n" in open(f"{out}/alias-cmd.msg").read()
-    wait_for(lambda: os.path.exists(f"{out}/alias-file"), what="file delivery")
+    wait_for(lambda: mbox_complete(f"{out}/alias-file"), what="file delivery")
     box = list(mailbox.mbox(f"{out}/alias-file"))
     assert [m["Subject"] for m in box] == ["varios"] and box[0].get_payload() == ">From here\n"
     assert os.stat(f"{out}/alias-file").st_uid == nobody
@@ -200,3 +210,33 @@ def test_mailutils_sends_through_our_sendmail(inst, users) -> None:
     wait_for(lambda: "desde mailutils" in subjects(u), what="delivery of mail(1)'s message")
     m = [m for m in mbox(u) if m["Subject"] == "desde mailutils"][0]
     assert "hola desde mail(1)" in m.get_payload()
+
+
+def test_mailbox_size_limit_bounds_commands(instance_factory) -> None:
+    """mailbox_size_limit is the file size limit of |command deliveries, as in Postfix:
+    a command that writes past it gets EFBIG ("File too large"), fails, and the
+    recipient bounces with the command's output; a command under it delivers."""
+    i = instance_factory(main={"mydestination": "localhost", "local_transport": "local", "local_recipient_maps": "",
+                               "mailbox_size_limit": "100000"}, start=False)
+    out = i.path("out")
+    os.makedirs(out)
+    os.chmod(out, 0o1777)                     # alias commands run as default_privs
+    with open(i.path("aliases"), "w") as f:
+        f.write(f'big: "|head -c 200000 /dev/zero > {out}/big"\n'
+                f'small: "|head -c 50000 /dev/zero > {out}/small"\n')
+    i.cli("config", "-e", f"alias_maps=hash:{i.path('aliases')}", f"alias_database=hash:{i.path('aliases')}")
+    r = i.cli("newaliases", check=False)
+    assert r.returncode == 0, r.stderr
+    i.start()
+    send(i, ["big@localhost", "small@localhost"], b"Subject: limit\r\n\r\nx\r\n")
+
+    def line(rcpt: str) -> str:
+        return next((x for x in i.log().splitlines() if f"to=<{rcpt}>" in x and "relay=local" in x), "")
+
+    wait_for(lambda: line("big@localhost") and line("small@localhost"), what="both command deliveries")
+    big = line("big@localhost")
+    assert (f'dsn=5.3.0, status=bounced (Command died with status 1: "head -c 200000 /dev/zero > {out}/big". '
+            "Command output: ") in big and big.endswith("File too large)"), big
+    assert os.path.getsize(f"{out}/big") == 100000, "the command's file stops at mailbox_size_limit"
+    assert "dsn=2.0.0, status=sent (delivered to command: " in line("small@localhost")
+    assert os.path.getsize(f"{out}/small") == 50000

@@ -14,7 +14,7 @@ import tempfile
 import pytest
 
 from estafeta.config.main_cf import MainConfig
-from estafeta.delivery import base, local
+from estafeta.delivery import base, local, mailbox as mbox_writer
 from estafeta.queue.store import QueueStore
 from estafeta.tables.aliases import build_database
 
@@ -212,8 +212,8 @@ def test_mailbox_size_limit(shared) -> None:
 
 
 def test_busy_and_stale_dotlock(shared, monkeypatch) -> None:
-    monkeypatch.setattr(local, "LOCK_ATTEMPTS", 2)
-    monkeypatch.setattr(local, "LOCK_DELAY", 0.01)
+    monkeypatch.setattr(mbox_writer, "LOCK_ATTEMPTS", 2)
+    monkeypatch.setattr(mbox_writer, "LOCK_DELAY", 0.01)
     a = agent(shared)
     lock = os.path.join(shared, "spool", ME + ".lock")
     open(lock, "w").close()
