@@ -9,8 +9,45 @@ the same sequence step by step.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
+
+# Tests turn this off to exercise the named-file fallback.
+_TMPFILE = hasattr(os, "O_TMPFILE")
+_no_tmpfile: set[str] = set()        # directories whose file system has no O_TMPFILE
+_libc = None
+
+
+def open_unnamed(directory: str, mode: int = 0o600) -> int:
+    """A new unnamed file (O_TMPFILE, read-write) in `directory`, or -1 where its file
+    system has none (the caller then writes a named temporary file).
+
+    Written, fsync'd and then given its name by `link_fd`, such a file takes one
+    directory operation instead of two (create, rename), is never seen half-written
+    under any name, and needs no clean-up after a crash: the kernel frees it."""
+    if not _TMPFILE or directory in _no_tmpfile:
+        return -1
+    try:
+        return os.open(directory, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, mode)
+    except OSError as e:
+        if e.errno in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+            _no_tmpfile.add(directory)
+            return -1
+        raise
+
+
+def link_fd(fd: int, path: str) -> None:
+    """linkat(/proc/self/fd/FD, path, AT_SYMLINK_FOLLOW): give an unnamed file its name;
+    FileExistsError if the name is taken. (os.link calls link(2), which would link
+    the /proc symlink itself.)"""
+    global _libc
+    import ctypes
+    if _libc is None:
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e), path)
 
 
 def fsync_dir(path: str) -> None:

@@ -22,11 +22,11 @@ Next: qfile.py (file contents), daemons/cleanup.py (the writer), daemons/qmgr.py
 """
 from __future__ import annotations
 
-import errno
 import os
 import threading
 
 from ..core.atomic import atomic_write as _atomic_write
+from ..core import atomic
 from ..core.atomic import fsync_dir
 from ..core.queueid import is_queue_id
 from . import qfile
@@ -93,23 +93,6 @@ class DirSyncer:
             raise err
 
 
-_TMPFILE = [hasattr(os, "O_TMPFILE")]
-_libc = None
-
-
-def _link_fd(fd: int, path: str) -> None:
-    """linkat(/proc/self/fd/FD, path, AT_SYMLINK_FOLLOW): give an O_TMPFILE its name.
-    (os.link calls link(2), which would link the /proc symlink itself.)"""
-    global _libc
-    if _libc is None:
-        import ctypes
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
-        import ctypes
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
-
-
 class QueueFileWriter:
     """Streams one new queue file into a queue directory (cleanup's side).
 
@@ -148,18 +131,10 @@ class QueueFileWriter:
     def _open(self) -> None:
         if self.fd >= 0:
             return
-        if _TMPFILE[0]:
-            try:
-                # An unnamed file (O_TMPFILE): one directory operation (the link at
-                # commit) instead of two (create, rename), and nothing to clean up
-                # after a crash: the kernel frees an unlinked inode by itself.
-                self.fd = os.open(self.directory, os.O_RDWR | os.O_TMPFILE | os.O_CLOEXEC, 0o600)
-                self.anonymous = True
-                return
-            except OSError as e:
-                if e.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                    raise
-                _TMPFILE[0] = False        # this file system has no O_TMPFILE
+        self.fd = atomic.open_unnamed(self.directory)
+        if self.fd >= 0:
+            self.anonymous = True
+            return
         self.fd = os.open(self.tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         self.opened = True
 
@@ -197,7 +172,7 @@ class QueueFileWriter:
             os.fsync(self.fd)
         if self.anonymous:
             try:
-                _link_fd(self.fd, self.final)
+                atomic.link_fd(self.fd, self.final)
             finally:
                 os.close(self.fd)
                 self.fd = -1

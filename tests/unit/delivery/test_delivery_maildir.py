@@ -5,8 +5,16 @@ import os
 
 import pytest
 
+from estafeta.core import atomic
 from estafeta.core.errors import PermFail, TempFail
 from estafeta.delivery.maildir import check_loop, deliver_maildir, ensure_maildir
+
+
+def has_tmpfile(directory: str) -> bool:
+    fd = atomic.open_unnamed(directory)
+    if fd >= 0:
+        os.close(fd)
+    return fd >= 0
 
 
 def test_deliver_writes_prefix_and_chunks_into_new(tmp_path) -> None:
@@ -22,6 +30,28 @@ def test_deliver_writes_prefix_and_chunks_into_new(tmp_path) -> None:
     assert got == want, f"got {got!r}, want {want!r}"
     assert "/" not in name and ":" not in name, f"got name {name!r}"
     assert f"P{os.getpid()}Q" in name
+
+
+def test_unnamed_file_is_linked_into_new_and_nothing_stays_in_tmp(tmp_path) -> None:
+    box = str(tmp_path / "Maildir")
+    ensure_maildir(box)
+    if not has_tmpfile(os.path.join(box, "tmp")):
+        pytest.skip("no O_TMPFILE on this file system")
+    seen = []
+    real = atomic.link_fd
+
+    def spy(fd, path):
+        seen.append((os.listdir(os.path.join(box, "tmp")), path))
+        real(fd, path)
+
+    atomic.link_fd, saved = spy, atomic.link_fd
+    try:
+        name = deliver_maildir(box, b"P\n", [b"body\n"])
+    finally:
+        atomic.link_fd = saved
+    assert seen == [([], os.path.join(box, "new", name))], f"got {seen}: want one link from an unnamed file"
+    with open(os.path.join(box, "new", name), "rb") as f:
+        assert f.read() == b"P\nbody\n"
 
 
 def test_deliver_into_existing_maildir_without_sync(tmp_path) -> None:
@@ -68,14 +98,21 @@ def test_file_in_the_way_of_new_is_temporary(tmp_path) -> None:
         deliver_maildir(str(box), b"", [b"x"])
 
 
-def test_rename_failure_is_temporary_and_cleans_tmp(tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("unnamed", [False, True], ids=["named-tmp", "o_tmpfile"])
+def test_rename_failure_is_temporary_and_cleans_tmp(tmp_path, monkeypatch, unnamed: bool) -> None:
+    # The last step that names the file in new/ fails: rename(2) of the named file in
+    # tmp/, or linkat(2) of the unnamed one. Nothing may be left in either.
     box = str(tmp_path / "Maildir")
     ensure_maildir(box)
+    if unnamed and not has_tmpfile(os.path.join(box, "tmp")):
+        pytest.skip("no O_TMPFILE on this file system")
+    monkeypatch.setattr(atomic, "_TMPFILE", unnamed)
 
-    def broken_rename(src, dst):
+    def broken_rename(*args):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr("estafeta.delivery.maildir.os.rename", broken_rename)
+    monkeypatch.setattr(atomic, "link_fd", broken_rename)
     with pytest.raises(TempFail) as e:
         deliver_maildir(box, b"", [b"x"], sync=False)
     monkeypatch.undo()

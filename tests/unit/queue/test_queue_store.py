@@ -8,6 +8,7 @@ import time
 import pytest
 
 from estafeta.core.queueid import new_queue_id
+from estafeta.core import atomic
 from estafeta.queue import store
 from estafeta.queue.store import QUEUES, DirSyncer, QueueFileWriter, QueueStore, atomic_write
 
@@ -68,12 +69,12 @@ def test_atomic_write_missing_directory(tmp_path) -> None:
 # `named_temp` tests force the fallback; the `tmpfile` ones need O_TMPFILE.
 @pytest.fixture
 def named_temp(monkeypatch) -> None:
-    monkeypatch.setattr(store, "_TMPFILE", [False])
+    monkeypatch.setattr(atomic, "_TMPFILE", False)
 
 
 @pytest.fixture
 def tmpfile(qs: QueueStore, monkeypatch) -> None:
-    monkeypatch.setattr(store, "_TMPFILE", [hasattr(os, "O_TMPFILE")])
+    monkeypatch.setattr(atomic, "_TMPFILE", hasattr(os, "O_TMPFILE"))
     try:
         os.close(os.open(qs.path("incoming"), os.O_RDWR | os.O_TMPFILE))
     except (AttributeError, OSError) as e:
