@@ -26,7 +26,8 @@ class SmtpSettings:
     hostname: str                   # myhostname
     banner: R.Reply                 # smtpd_banner
     helo: R.Reply
-    ehlo: R.Reply                   # keywords, SIZE message_size_limit, SMTPUTF8, DSN
+    ehlo: R.Reply                   # keywords in Postfix's order: SIZE message_size_limit,
+                                    # VRFY, DSN, SMTPUTF8 as the settings say
     vrfy: R.Reply                   # disable_vrfy_command
     smtputf8: bool                  # smtputf8_enable
     strict_envelopes: bool          # strict_rfc821_envelopes
@@ -54,6 +55,7 @@ def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
     hostname = cfg.get("myhostname")
     size_limit = cfg.get_int("message_size_limit")
     utf8 = cfg.get_bool("smtputf8_enable")     # no: not announced, MAIL ... SMTPUTF8 refused
+    vrfy = not cfg.get_bool("disable_vrfy_command")     # announced when enabled, as Postfix does
     mail_params = DEFAULT_MAIL_PARAMS | (proto_dsn.MAIL_PARAMS if dsn else frozenset())
     if not utf8:
         mail_params -= {"SMTPUTF8"}
@@ -61,8 +63,8 @@ def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
         hostname=hostname,
         banner=R.Reply(220, "", cfg.get("smtpd_banner")),
         helo=R.helo_reply(hostname),
-        ehlo=R.ehlo_reply(hostname, size_limit, ("DSN",) if dsn else (), smtputf8=utf8),
-        vrfy=R.VRFY_DISABLED if cfg.get_bool("disable_vrfy_command") else R.VRFY_REPLY,
+        ehlo=R.ehlo_reply(hostname, size_limit, ("DSN",) if dsn else (), smtputf8=utf8, vrfy=vrfy),
+        vrfy=R.VRFY_REPLY if vrfy else R.VRFY_DISABLED,
         smtputf8=utf8,
         strict_envelopes=cfg.get_bool("strict_rfc821_envelopes"),
         size_limit=size_limit,

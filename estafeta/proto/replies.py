@@ -69,18 +69,38 @@ def helo_reply(hostname: str) -> Reply:
     return Reply(250, "", hostname)
 
 
+# Where each EHLO keyword goes: the order Postfix 3.7's smtpd lists them in (seen on
+# the wire, tests/interop/test_ehlo_postfix.py). ETRN, XCLIENT, XFORWARD and CHUNKING
+# are here for their place only: the codec does not implement them, so no caller may
+# offer them. A keyword missing from the list goes before ENHANCEDSTATUSCODES.
+EHLO_ORDER = ("PIPELINING", "SIZE", "VRFY", "ETRN", "STARTTLS", "AUTH", "XCLIENT", "XFORWARD",
+              "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8", "CHUNKING")
+_UNLISTED = EHLO_ORDER.index("ENHANCEDSTATUSCODES") - 0.5
+
+
+def _ehlo_rank(keyword: str) -> float:
+    name = keyword.replace("=", " ").split(" ", 1)[0].upper()     # "AUTH=PLAIN" ranks as AUTH
+    return EHLO_ORDER.index(name) if name in EHLO_ORDER else _UNLISTED
+
+
 def ehlo_reply(hostname: str, size_limit: int, extra: tuple[str, ...] = (),
-               *, smtputf8: bool = True) -> Reply:
-    """Multi-line EHLO/LHLO answer (RFC 5321 4.1.1.1), one extension keyword a line.
+               *, smtputf8: bool = True, vrfy: bool = True) -> Reply:
+    """Multi-line EHLO/LHLO answer (RFC 5321 4.1.1.1), one extension keyword a line,
+    in Postfix's order (EHLO_ORDER) whatever the order of `extra`.
 
     `extra` carries keywords the driver offers on top of the codec's own
-    (STARTTLS, AUTH PLAIN LOGIN, DSN, CHUNKING...). SIZE 0 means "no fixed
-    limit" (RFC 1870 4).
+    (DSN, STARTTLS, AUTH PLAIN LOGIN...). `vrfy`: VRFY is announced when the
+    command is enabled (disable_vrfy_command = no), as Postfix does. A size limit
+    of 0 (none) is announced as a bare SIZE, as Postfix does (RFC 1870 4: the
+    number is optional).
     """
-    keywords = ["PIPELINING", f"SIZE {max(size_limit, 0)}", *extra,
+    keywords = ["PIPELINING", f"SIZE {size_limit}" if size_limit > 0 else "SIZE", *extra,
                 "ENHANCEDSTATUSCODES", "8BITMIME"]
+    if vrfy:
+        keywords.append("VRFY")
     if smtputf8:
         keywords.append("SMTPUTF8")
+    keywords.sort(key=_ehlo_rank)       # stable: two AUTH lines keep their order
     return Reply(250, "", keywords[-1], lines=(hostname, *keywords[:-1]))
 
 

@@ -23,7 +23,8 @@ def test_banner_ehlo_and_recipient_limit_from_main_cf(tmp_path) -> None:
     got, store = session(tmp_path, "smtpd_banner = $myhostname ESMTP local\nsmtpd_recipient_limit = 2\n"
                                    "smtputf8_enable = no\n", dialog)
     want = ["220 mx.example.org ESMTP local",
-            "250-mx.example.org", "250-PIPELINING", "250-SIZE 10240000", "250-ENHANCEDSTATUSCODES", "250 8BITMIME",
+            "250-mx.example.org", "250-PIPELINING", "250-SIZE 10240000", "250-VRFY", "250-ENHANCEDSTATUSCODES",
+            "250 8BITMIME",
             "250 2.1.0 Ok", "250 2.1.5 Ok", "250 2.1.5 Ok", "452 4.5.3 Error: too many recipients",
             "354 End data with <CR><LF>.<CR><LF>", "250 2.0.0 Ok: queued", "221 2.0.0 Bye"]
     assert got == want, f"got {got}, want {want}"

@@ -19,7 +19,8 @@ def ehlo_lines(reply: R.Reply) -> list[str]:
 def test_defaults() -> None:
     s = smtp_settings(cfg())
     got = ehlo_lines(s.ehlo)
-    want = ["mx.example.org", "PIPELINING", "SIZE 10240000", "DSN", "ENHANCEDSTATUSCODES", "8BITMIME", "SMTPUTF8"]
+    want = ["mx.example.org", "PIPELINING", "SIZE 10240000", "VRFY", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN",
+            "SMTPUTF8"]
     assert got == want, f"got EHLO {got}, want {want}"
     assert s.banner == R.Reply(220, "", "mx.example.org ESMTP"), f"got banner {s.banner}"
     assert s.helo == R.helo_reply("mx.example.org")
@@ -36,12 +37,27 @@ def test_main_cf_settings() -> None:
                           "line_length_limit = 1000\nsmtpd_hard_error_limit = 3\nsmtpd_junk_command_limit = 7\n"
                           "smtpd_recipient_limit = 2\n"))
     got = ehlo_lines(s.ehlo)
-    assert "SIZE 5000" in got and "SMTPUTF8" not in got, f"got EHLO {got}"
+    want = ["mx.example.org", "PIPELINING", "SIZE 5000", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+    assert got == want, f"got EHLO {got}, want {want}"      # no VRFY, no SMTPUTF8
     assert "SMTPUTF8" not in s.mail_params
     assert s.vrfy == R.VRFY_DISABLED
     assert s.banner.text == "mx.example.org ESMTP ready", f"got banner {s.banner.text!r}"
     assert (s.strict_envelopes, s.size_limit, s.line_limit, s.hard_errors, s.junk_limit, s.rcpt_limit) == \
         (True, 5000, 1000, 3, 7, 2)
+
+
+@pytest.mark.parametrize("settings, want", [
+    # Postfix 3.7 (Debian 12) on the wire for the same settings, less ETRN and CHUNKING
+    # (not implemented here); tests/interop/test_ehlo_postfix.py compares live.
+    ("", ["PIPELINING", "SIZE 10240000", "VRFY", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]),
+    ("disable_vrfy_command = yes\n",
+     ["PIPELINING", "SIZE 10240000", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]),
+    ("smtputf8_enable = no\n", ["PIPELINING", "SIZE 10240000", "VRFY", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]),
+    ("message_size_limit = 0\n", ["PIPELINING", "SIZE", "VRFY", "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "SMTPUTF8"]),
+])
+def test_ehlo_keywords_as_postfix(settings: str, want: list[str]) -> None:
+    got = ehlo_lines(smtp_settings(cfg(settings)).ehlo)
+    assert got == ["mx.example.org", *want], f"{settings!r}: got EHLO {got}, want {want}"
 
 
 def test_without_dsn_only_dsn_differs() -> None:

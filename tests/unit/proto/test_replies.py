@@ -12,9 +12,17 @@ def test_single_line():
 
 def test_ehlo_multiline_rfc5321_4_2_1():
     got = R.ehlo_reply("mx.test", 100, ("STARTTLS",)).to_bytes()
-    want = (b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-STARTTLS\r\n"
+    want = (b"250-mx.test\r\n250-PIPELINING\r\n250-SIZE 100\r\n250-VRFY\r\n250-STARTTLS\r\n"
             b"250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
     assert got == want, f"got {got!r}, want {want!r}"
+
+
+def test_ehlo_keywords_in_postfix_order_whatever_the_extra_order():
+    got = R.ehlo_reply("mx.test", 0, ("DSN", "X-OURS", "AUTH PLAIN LOGIN", "AUTH=PLAIN LOGIN", "STARTTLS"),
+                       smtputf8=False, vrfy=False)
+    want = ["mx.test", "PIPELINING", "SIZE", "STARTTLS", "AUTH PLAIN LOGIN", "AUTH=PLAIN LOGIN", "X-OURS",
+            "ENHANCEDSTATUSCODES", "8BITMIME", "DSN"]
+    assert [*got.lines, got.text] == want, f"got {[*got.lines, got.text]}"
 
 
 def test_close_flags():
