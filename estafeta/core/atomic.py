@@ -16,7 +16,6 @@ import secrets
 # Tests turn this off to exercise the named-file fallback.
 _TMPFILE = hasattr(os, "O_TMPFILE")
 _no_tmpfile: set[str] = set()        # directories whose file system has no O_TMPFILE
-_libc = None
 
 
 def open_unnamed(directory: str, mode: int = 0o600) -> int:
@@ -38,16 +37,11 @@ def open_unnamed(directory: str, mode: int = 0o600) -> int:
 
 
 def link_fd(fd: int, path: str) -> None:
-    """linkat(/proc/self/fd/FD, path, AT_SYMLINK_FOLLOW): give an unnamed file its name;
-    FileExistsError if the name is taken. (os.link calls link(2), which would link
-    the /proc symlink itself.)"""
-    global _libc
-    import ctypes
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if _libc.linkat(-100, f"/proc/self/fd/{fd}".encode(), -100, os.fsencode(path), 0x400) != 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e), path)
+    """Give an unnamed file its name: linkat("/proc/self/fd/FD", path, AT_SYMLINK_FOLLOW);
+    FileExistsError if the name is taken. Plain os.link() would call link(2), which
+    links the /proc symlink itself; passing a dir fd makes Python call linkat(2), and
+    for an absolute path the kernel ignores that fd (any open descriptor will do)."""
+    os.link(f"/proc/self/fd/{fd}", path, src_dir_fd=fd, follow_symlinks=True)
 
 
 def fsync_dir(path: str) -> None:
