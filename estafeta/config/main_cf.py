@@ -378,7 +378,8 @@ def check(cfg: MainConfig) -> list[str]:
     """Validate every parameter; return warnings, raise ConfigError on errors.
 
     Errors: a value that fails its declared type or cannot be expanded
-    (reported at the line that set it), an unknown mynetworks_style. Warnings:
+    (reported at the line that set it), an unknown mynetworks_style, a
+    mailbox_size_limit or virtual_mailbox_limit below message_size_limit. Warnings:
     duplicate settings, unknown parameters that no other value references
     (Postfix's "unused parameter"; referenced ones are user-defined macros and
     fine), and declared parameters that estafeta does not act on (Param.ignored)
@@ -407,11 +408,29 @@ def check(cfg: MainConfig) -> list[str]:
         path, line = cfg._where("mynetworks_style")
         raise ConfigError(path, line, f"parameter mynetworks_style: unknown value {style!r} "
                                       f"(want {', '.join(MYNETWORKS_STYLES)})")
+    _check_mailbox_limits(cfg)
     for name, s in cfg._settings.items():
         p = PARAMS.get(name)
         if p is not None and p.ignored and not _asks_nothing(cfg, p):
             warnings.append(f"{s.path}, line {s.line}: {name} is {p.ignored}: ignored")
     return warnings
+
+
+def _check_mailbox_limits(cfg: MainConfig) -> None:
+    """Postfix's local(8) and virtual(8) refuse to run ("fatal: main.cf configuration
+    error: mailbox_size_limit is smaller than message_size_limit") when their file
+    limit is set (non-zero) and below message_size_limit, or message_size_limit is 0
+    (no limit): a message they accepted for delivery could not be written. Reported
+    at the line that set the mailbox limit, else at message_size_limit's."""
+    message = cfg.get_size("message_size_limit")
+    for name in ("mailbox_size_limit", "virtual_mailbox_limit"):
+        limit = cfg.get_size(name)
+        if not limit or (message and limit >= message):
+            continue
+        s = cfg.setting(name) or cfg.setting("message_size_limit")
+        path, line = (s.path, s.line) if s else (cfg.path, 0)
+        sizes = f"{limit} < {message}" if message else f"{limit}, message_size_limit 0 means no limit"
+        raise ConfigError(path, line, f"{name} is smaller than message_size_limit ({sizes})")
 
 
 def _asks_nothing(cfg: MainConfig, p: Param) -> bool:

@@ -7,12 +7,24 @@ For each recipient in a local domain, in order:
      `owner-name` exists it becomes the envelope sender of the expansion (with
      expand_owner_alias = yes: what owner-name expands to, when that is one address).
   2. the user's .forward (forward_path), read with the user's rights.
-  3. the mailbox: mail_spool_directory/USER in mbox format (mode 0600 owned by
-     the user), or home_mailbox under the home directory ("Maildir/" with a
-     trailing slash: Maildir). delivery/mailbox.py writes both (locks, From_
+  3. the mailbox: with mailbox_command set, that command, run through the shell as
+     the user (default_privs for root) with the message on stdin, as Postfix's
+     local(8) does; otherwise mail_spool_directory/USER in mbox format (mode 0600
+     owned by the user), or home_mailbox under the home directory ("Maildir/" with
+     a trailing slash: Maildir). delivery/mailbox.py writes both (locks, From_
      line and quoting); mailbox_size_limit bounds the mbox file, or each Maildir
      message file: 5.2.2 "File too large". It is also the file size limit
-     (RLIMIT_FSIZE) of every |command, as in Postfix.
+     (RLIMIT_FSIZE) of every command, as in Postfix.
+Commands (|command in an expansion, mailbox_command) get Postfix's environment:
+HOME, SHELL, USER and LOGNAME (the bare recipient name), SENDER, RECIPIENT (the
+queued recipient), LOCAL, DOMAIN, EXTENSION, ORIGINAL_RECIPIENT, CLIENT_HOSTNAME,
+CLIENT_ADDRESS, CLIENT_HELO, CLIENT_PROTOCOL, SASL_METHOD, SASL_SENDER,
+SASL_USERNAME (all but USER, LOGNAME, SENDER, RECIPIENT and LOCAL only when not
+empty), every character not in command_expansion_filter replaced by "_"; besides
+them PATH (/usr/bin:/bin) and export_environment.
+mailbox_command is not $name-expanded (postconf(5): "$EXTENSION" is for the shell).
+How a command's end is read (exit status, signal, time limit, "D.S.N text" output)
+is delivery/command.py, shared with the pipe agent.
 Addresses of other domains or transports in an expansion are forwarded: a new
 queue file (with Delivered-To:) is written for qmgr, "forwarded as ID".
 
@@ -45,7 +57,8 @@ table that cannot answer) defers (4.x.x); a rule that will not change bounces
 is deferred as a whole (later attempts may repeat copies already delivered,
 as with Postfix); otherwise one that bounces bounces the original recipient
 with its reason.
-Next: tables/aliases.py (syntax), delivery/mailbox.py, delivery/maildir.py, daemons/local.py.
+Next: tables/aliases.py (syntax), delivery/mailbox.py, delivery/maildir.py, delivery/command.py,
+daemons/local.py.
 """
 from __future__ import annotations
 
@@ -65,9 +78,11 @@ from typing import Any
 
 from ..core import maillog
 from ..core.errors import MailError, PermFail, TempFail
+from ..queue import qfile
 from ..tables import open_table, split_table_list
 from ..tables.aliases import ADDRESS, COMMAND, FILE, INCLUDE, Token, parse_list
 from . import base
+from .command import outcome, run_command
 from .mailbox import append_mbox, from_line, mbox_image, write_maildir
 
 MAX_DEPTH = 100          # nested alias/.forward/include levels before we call it a loop
@@ -224,6 +239,7 @@ class Outcome:
 @dataclass
 class RcptState:
     original: str
+    rcpt: str = ""                  # the recipient as queued (a command's RECIPIENT)
     outcomes: list[Outcome] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
 
@@ -236,6 +252,7 @@ class RequestState:
     started: float
     seen: set[tuple] = field(default_factory=set)          # final destinations done
     expanded: set[tuple[str, str]] = field(default_factory=set)   # (stage, name) expanded
+    attrs: dict[str, str] | None = None                    # envelope attributes, read when needed
 
 
 def delivered_to_headers(message: bytes) -> set[str]:
@@ -260,6 +277,8 @@ class LocalAgent:
         self.myorigin = cfg.get("myorigin")
         self.spool = cfg.get("mail_spool_directory")
         self.home_mailbox = cfg.get("home_mailbox")
+        self.mailbox_command = cfg.get("mailbox_command")        # as written: no $name expansion
+        self.cmd_filter = frozenset(cfg.get("command_expansion_filter").encode("utf-8", "surrogateescape"))
         self.limit = cfg.get_int("mailbox_size_limit")
         self.delim = cfg.get("recipient_delimiter")
         self.sync = cfg.get_bool("fsync_queue")
@@ -351,7 +370,7 @@ class LocalAgent:
         st = RequestState(req, message, delivered_to_headers(message[:1 << 20]), started)
         out = []
         for r in req.recipients:
-            rs = RcptState(r.original or r.address)
+            rs = RcptState(r.original or r.address, r.address)
             try:
                 self.expand_address(st, rs, r.address, req.sender, (), 0)
             except MailError as e:      # table failures and the like, before any delivery
@@ -492,8 +511,10 @@ class LocalAgent:
                     self.expand_tokens(st, rs, address, tokens, sender, chain + (("forward", user),), depth + 1,
                                        "forward", upriv)
                     return
-        # 4. the mailbox
-        self.attempt(st, rs, address, ("mailbox", user), lambda: self.deliver_mailbox(st, rs, address, sender, upriv))
+        # 4. the mailbox. A mailbox_command sees the extension (EXTENSION, RECIPIENT), so
+        #    user+a and user+b are two deliveries for it, as Postfix's "mailbox LOCAL" key.
+        key = ("mailbox", full.lower()) if self.mailbox_command else ("mailbox", user)
+        self.attempt(st, rs, address, key, lambda: self.deliver_mailbox(st, rs, address, sender, upriv))
 
     def owner_sender(self, key: str, owner_value: str) -> str:
         """The envelope sender of alias key's expansion: owner-key@$myorigin, or with
@@ -604,6 +625,8 @@ class LocalAgent:
         return h.encode("utf-8", "surrogateescape")
 
     def deliver_mailbox(self, st: RequestState, rs: RcptState, address: str, sender: str, u: Privs) -> str:
+        if self.mailbox_command:
+            return self.deliver_command(st, rs, address, sender, self.mailbox_command, u)
         if self.home_mailbox:
             path = os.path.join(u.home, self.home_mailbox)
             if self.home_mailbox.endswith("/"):
@@ -635,49 +658,67 @@ class LocalAgent:
         run_as(p, append_mbox, path, data, p, self.limit, self.stale, False)
         return f"delivered to file: {path}"
 
-    def command_env(self, rs: RcptState, address: str, sender: str, p: Privs) -> dict[str, str]:
+    def envelope_attrs(self, st: RequestState) -> dict[str, str]:
+        """The queue file's envelope attributes (client, SASL), read once per request."""
+        if st.attrs is None:
+            try:
+                st.attrs = qfile.read_envelope(st.req.queue_file, st.req.queue_id).attrs
+            except (OSError, qfile.CorruptQueueFile, ValueError):
+                st.attrs = {}
+        return st.attrs
+
+    def command_env(self, st: RequestState, rs: RcptState, address: str, sender: str,
+                    p: Privs) -> dict[str, str]:
+        """A command's environment, as Postfix's local(8) makes it: export_environment,
+        PATH, then the message's attributes (the empty ones left out), censored with
+        command_expansion_filter. USER and LOGNAME are the bare recipient name, HOME and
+        SHELL those of p, whose delivery this is."""
         user, ext, domain = self.split_local(address)
+        local = address.rpartition("@")[0] if "@" in address else address
+        if local.startswith('"') and local.endswith('"') and len(local) >= 2:
+            local = local[1:-1]
+        a = self.envelope_attrs(st)
+        attrs = {"HOME": p.home, "LOGNAME": user, "USER": user, "SENDER": sender,
+                 "RECIPIENT": rs.rcpt or address, "LOCAL": local.lower(), "SHELL": p.shell,
+                 "DOMAIN": domain.lower(), "EXTENSION": ext, "ORIGINAL_RECIPIENT": rs.original,
+                 "CLIENT_HOSTNAME": a.get("client_name", ""), "CLIENT_ADDRESS": a.get("client_address", ""),
+                 "CLIENT_HELO": a.get("helo_name", ""), "CLIENT_PROTOCOL": a.get("protocol", ""),
+                 "SASL_METHOD": a.get("sasl_method", ""), "SASL_SENDER": a.get("sasl_sender", ""),
+                 "SASL_USERNAME": a.get("sasl_username", "")}
         env = {k: os.environ[k] for k in self.export_env if "=" not in k and k in os.environ}
         env.update(k.split("=", 1) for k in self.export_env if "=" in k)
-        env.update({"PATH": "/usr/bin:/bin", "HOME": p.home, "USER": p.name, "LOGNAME": p.name,
-                    "SHELL": p.shell, "SENDER": sender, "RECIPIENT": address, "LOCAL": address.rpartition("@")[0],
-                    "DOMAIN": domain, "EXTENSION": ext, "ORIGINAL_RECIPIENT": rs.original})
+        env["PATH"] = "/usr/bin:/bin"
+        for k, v in attrs.items():
+            if v or k in ("SENDER", "LOGNAME", "USER", "RECIPIENT", "LOCAL"):
+                env[k] = self.censor(v)
         return env
 
+    def censor(self, value: str) -> str:
+        """Every byte not in command_expansion_filter becomes "_" (shell and file system
+        safety of what a remote sender chose)."""
+        raw = value.encode("utf-8", "surrogateescape")
+        return bytes(c if c in self.cmd_filter else 0x5F for c in raw).decode("utf-8", "surrogateescape")
+
     def deliver_command(self, st: RequestState, rs: RcptState, address: str, sender: str, cmd: str, p: Privs) -> str:
+        """|cmd through local_command_shell (/bin/sh -c), with the message on stdin, as p
+        (default_privs instead of root), with mailbox_size_limit as its file size limit and
+        command_time_limit to finish. Its end is read as Postfix does (delivery/command.py)."""
         data = from_line(sender) + self.headers(st, rs, address, sender) + st.message
         argv = ["/bin/sh", "-c", cmd] if not self.shell else self.shell.split() + [cmd]
-        kw: dict[str, Any] = {}
-        if _privileged():
-            kw = {"user": p.uid, "group": p.gid, "extra_groups": p.groups()}
-        cwd = p.home if os.path.isdir(p.home) else "/"
+        runner = self.not_root(p)
+        cwd = runner.home if os.path.isdir(runner.home) else "/"
         try:
-            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                    env=self.command_env(rs, address, sender, p), cwd=cwd,
-                                    start_new_session=True, close_fds=True,
-                                    preexec_fn=command_file_limit(self.limit), **kw)
+            rc, out = run_command(argv, data, runner if _privileged() else None, cwd,
+                                  self.command_env(st, rs, address, sender, p), self.cmd_limit,
+                                  command_file_limit(self.limit))
         except OSError as e:
             raise TempFail(f"cannot run command: {e.strerror}", "4.3.0") from e
         except subprocess.SubprocessError as e:    # the limit could not be set in the child
             raise TempFail(f"cannot run command: {e}", "4.3.0") from e
-        try:
-            out, _ = proc.communicate(data, timeout=self.cmd_limit)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.communicate()
-            raise TempFail(f"command time limit exceeded: \"{cmd}\"", "4.3.0") from None
-        if proc.returncode == 0:
+        status, dsn, reason = outcome(rc, out, cmd)
+        if status == base.SENT:
             return f"delivered to command: {cmd}"
-        text = " ".join(out.decode("utf-8", "replace").split())[:500]
-        detail = f" Command output: {text}" if text else ""
-        if proc.returncode == 75:              # EX_TEMPFAIL
-            raise TempFail(f"temporary failure. Command output: {text}" if text else "temporary failure", "4.3.0")
-        if proc.returncode < 0:
-            raise TempFail(f"Command died with signal {-proc.returncode}: \"{cmd}\".{detail}", "4.3.0")
-        raise PermFail(f"Command died with status {proc.returncode}: \"{cmd}\".{detail}", "5.3.0")
+        raise (TempFail if status == base.DEFERRED else PermFail)(reason, dsn)
 
     def forward(self, st: RequestState, rs: RcptState, address: str, sender: str, dest: str) -> str:
         """A new queue file for dest (Delivered-To: address added), written as the mail owner."""

@@ -24,11 +24,12 @@ else. The command runs as user= (never root, never mail_owner), switched by
 subprocess between fork and exec; the service keeps root for that (master.cf unpriv
 n). Started as an ordinary user, the command runs as that user.
 
-Outcomes follow <sysexits.h>: 0 sent; EX_TEMPFAIL (75) and EX_OSERR (71) defer;
-the other 64..78 bounce with their meaning; any other status bounces 5.3.0 with the
-command's output; death by a signal, a time limit (NAME_time_limit, else
-command_time_limit) or a command that cannot start defer. Output that begins with
-an RFC 3463 code (4.x.y / 5.x.y) decides instead of the exit status.
+Outcomes are Postfix's pipe_command(3), shared with the local agent in
+delivery/command.py: 0 sent; a time limit (NAME_time_limit, else command_time_limit)
+bounces 5.3.0; death by a signal defers; then output that begins with an RFC 3463
+code ("4.2.2 mailbox full") decides; then <sysexits.h>: EX_TEMPFAIL (75) and
+EX_OSERR (71) defer, the other 64..78 bounce with their meaning; any other status
+bounces 5.3.0 with the command's output. A command that cannot start defers.
 Next: daemons/pipe.py (the service), delivery/local.py (Privs), docs/ADMIN.md.
 """
 from __future__ import annotations
@@ -38,10 +39,6 @@ import grp
 import os
 import pwd
 import re
-import selectors
-import signal
-import subprocess
-import threading
 import time
 from dataclasses import dataclass
 
@@ -50,36 +47,15 @@ from ..core.errors import ConfigError
 from ..proto.address import split_address
 from ..queue import qfile
 from . import base
+from .command import clean_output, outcome, run_command
 from .local import Privs, _privileged, delivered_to_headers
 from .mailbox import from_line
-
-# <sysexits.h>: status -> (temporary, dsn, text)
-SYSEXITS: dict[int, tuple[bool, str, str]] = {
-    64: (False, "5.3.0", "command line usage error"),
-    65: (False, "5.6.0", "data format error"),
-    66: (False, "5.3.0", "cannot open input"),
-    67: (False, "5.1.1", "user unknown"),
-    68: (False, "5.1.2", "host name unknown"),
-    69: (False, "5.3.0", "service unavailable"),
-    70: (False, "5.3.0", "internal software error"),
-    71: (True, "4.3.0", "system resource problem"),
-    72: (False, "5.3.0", "critical OS file missing"),
-    73: (False, "5.2.0", "can't create user output file"),
-    74: (False, "5.3.0", "input/output error"),
-    75: (True, "4.3.0", "temporary failure"),
-    76: (False, "5.5.0", "remote error in protocol"),
-    77: (False, "5.7.0", "permission denied"),
-    78: (False, "5.3.5", "local configuration error"),
-}
 
 FLAGS = frozenset("BDFORXhqu.>")
 MACROS = frozenset({"client_address", "client_helo", "client_hostname", "client_port", "client_protocol",
                     "domain", "extension", "mailbox", "nexthop", "original_recipient", "queue_id",
                     "recipient", "sasl_method", "sasl_sender", "sasl_username", "sender", "size", "user"})
 PER_RECIPIENT = frozenset({"recipient", "original_recipient", "user", "extension", "mailbox", "domain"})
-OUTPUT_LIMIT = 4096        # bytes of command output kept for the log and the bounce
-REASON_LIMIT = 500         # characters of it in a reason
-_DSN_PREFIX = re.compile(r"^([245])\.(\d{1,3})\.(\d{1,3})(?:\s+|$)")
 
 
 # -- the master.cf attributes ---------------------------------------------------------------
@@ -293,100 +269,6 @@ def message_image(spec: PipeSpec, sender: str, rcpt: Rcpt | None, message: bytes
     if spec.eol != b"\n":
         body = body.replace(b"\n", spec.eol)
     return body
-
-
-# -- exit status -> outcome --------------------------------------------------------------------
-
-def clean_output(out: bytes) -> str:
-    """Command output for a log line or a bounce: one line, printable, bounded."""
-    text = out[:OUTPUT_LIMIT].decode("utf-8", "replace")
-    text = "".join(ch if ch.isprintable() else " " for ch in text)
-    text = " ".join(text.split())
-    return text[:REASON_LIMIT] + ("..." if len(text) > REASON_LIMIT else "")
-
-
-def outcome(returncode: int | None, output: bytes, command: str) -> tuple[str, str, str]:
-    """(status, dsn, reason) for a command that finished (returncode None: timed out)."""
-    text = clean_output(output)
-    with_out = f". Command output: {text}" if text else ""
-    if returncode is None:
-        return base.DEFERRED, "4.3.0", f'Command time limit exceeded: "{command}"{with_out}'
-    if returncode == 0:
-        return base.SENT, "2.0.0", ""
-    m = _DSN_PREFIX.match(text)
-    if m and m.group(1) in "45":       # pipe(8): an enhanced status code in the output decides
-        dsn = m.group(0).strip()
-        reason = text[m.end():] or f"Command died with status {returncode}"
-        return (base.DEFERRED if dsn[0] == "4" else base.BOUNCED), dsn, reason
-    if returncode < 0:
-        return base.DEFERRED, "4.3.0", f'Command died with signal {-returncode}: "{command}"{with_out}'
-    if returncode in SYSEXITS:
-        temporary, dsn, meaning = SYSEXITS[returncode]
-        return (base.DEFERRED if temporary else base.BOUNCED), dsn, meaning + with_out
-    return base.BOUNCED, "5.3.0", f'Command died with status {returncode}: "{command}"{with_out}'
-
-
-# -- running the command -----------------------------------------------------------------------
-
-def run_command(argv: list[str], data: bytes, privs: Privs | None, cwd: str, env: dict[str, str],
-                timeout: float) -> tuple[int | None, bytes]:
-    """Run argv (no shell) with data on stdin; (exit status or None on timeout, output).
-
-    stdout and stderr are one stream; only the first OUTPUT_LIMIT bytes are kept and
-    the rest is read and dropped, so a chatty command neither blocks nor fills memory.
-    """
-    kw: dict = {}
-    if privs is not None:
-        kw = {"user": privs.uid, "group": privs.gid, "extra_groups": privs.groups()}
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=cwd, env=env, close_fds=True, start_new_session=True, **kw)
-
-    def feed() -> None:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(proc.stdin.fileno(), view[:65536]):]
-        except OSError:              # EPIPE: the command does not read it all; its choice
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except OSError:
-                pass
-
-    writer = threading.Thread(target=feed, daemon=True)
-    writer.start()
-    kept = bytearray()
-    deadline = time.monotonic() + timeout
-    timed_out = False
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                timed_out = True
-                break
-            if not sel.select(min(left, 1.0)):
-                continue
-            chunk = os.read(proc.stdout.fileno(), 65536)
-            if not chunk:
-                break
-            if len(kept) < OUTPUT_LIMIT:
-                kept += chunk[:OUTPUT_LIMIT - len(kept)]
-    if not timed_out:
-        try:
-            proc.wait(max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-    if timed_out:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        proc.wait()
-    writer.join()
-    proc.stdout.close()
-    return (None if timed_out else proc.returncode), bytes(kept)
 
 
 # -- the agent ----------------------------------------------------------------------------------

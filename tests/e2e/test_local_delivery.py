@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates s
 @pytest.fixture(scope="module")
 def users():
     tag = secrets.token_hex(3)
-    names = {role: f"et{tag}{role}" for role in ("xavier", "pepe", "juan", "md")}
+    names = {role: f"et{tag}{role}" for role in ("xavier", "pepe", "juan", "md", "mc")}
     made = []
     try:
         for n in names.values():
@@ -216,8 +216,9 @@ def test_mailbox_size_limit_bounds_commands(instance_factory) -> None:
     """mailbox_size_limit is the file size limit of |command deliveries, as in Postfix:
     a command that writes past it gets EFBIG ("File too large"), fails, and the
     recipient bounces with the command's output; a command under it delivers."""
+    # message_size_limit too: a mailbox_size_limit below it stops the start (as Postfix's local(8)).
     i = instance_factory(main={"mydestination": "localhost", "local_transport": "local", "local_recipient_maps": "",
-                               "mailbox_size_limit": "100000"}, start=False)
+                               "mailbox_size_limit": "100000", "message_size_limit": "100000"}, start=False)
     out = i.path("out")
     os.makedirs(out)
     os.chmod(out, 0o1777)                     # alias commands run as default_privs
@@ -236,7 +237,87 @@ def test_mailbox_size_limit_bounds_commands(instance_factory) -> None:
     wait_for(lambda: line("big@localhost") and line("small@localhost"), what="both command deliveries")
     big = line("big@localhost")
     assert (f'dsn=5.3.0, status=bounced (Command died with status 1: "head -c 200000 /dev/zero > {out}/big". '
-            "Command output: ") in big and big.endswith("File too large)"), big
+            "Command output: ") in big and big.endswith("File too large )"), big
     assert os.path.getsize(f"{out}/big") == 100000, "the command's file stops at mailbox_size_limit"
     assert "dsn=2.0.0, status=sent (delivered to command: " in line("small@localhost")
     assert os.path.getsize(f"{out}/small") == 50000
+
+
+MAILBOX_COMMAND = """#!/bin/sh
+# A mailbox_command: what it was given, where the test can read it.
+out={out}/$USER.$EXTENSION
+env > $out.env
+printf '%s\\n' "$@" > $out.args
+id -u > $out.uid
+ulimit -f > $out.ulimit
+cat > $out.msg
+case "$1" in
+full) echo "5.2.2 over quota"; exit 1 ;;
+later) echo "try again"; exit 75 ;;
+esac
+exit 0
+"""
+
+
+def test_mailbox_command(users, instance_factory) -> None:
+    """mailbox_command, as Postfix's local(8): after aliases and .forward, the user's mail
+    goes to the command, run through /bin/sh as the user with the message on stdin,
+    Postfix's environment, mailbox_size_limit as its file size limit, and its value not
+    $name-expanded ("$EXTENSION" is the shell's). Its exit is read as any command's."""
+    u = users["mc"]
+    pw = pwd.getpwnam(u)
+    i = instance_factory(main={"mydestination": "localhost", "local_transport": "local", "local_recipient_maps": "",
+                               "recipient_delimiter": "+", "alias_maps": "",
+                               "mailbox_size_limit": "20480000", "message_size_limit": "10240000"}, start=False)
+    out = i.path("out")
+    os.makedirs(out)
+    os.chmod(out, 0o1777)
+    script = i.path("mbcmd")
+    with open(script, "w") as f:
+        f.write(MAILBOX_COMMAND.format(out=out))
+    os.chmod(script, 0o755)
+    i.cli("config", "-e", f'mailbox_command={script} "$EXTENSION" $myhostname')
+    i.start()
+    send(i, [f"{u}+box@localhost"], b"Subject: por comando\r\n\r\nFrom here\r\n")
+    line = wait_for(lambda: next((x for x in i.log().splitlines() if f"to=<{u}+box@localhost>" in x), None),
+                    what="the delivery log line")
+    assert line.endswith(f'status=sent (delivered to command: {script} "$EXTENSION" $myhostname)'), line
+    base = f"{out}/{u}.box"
+    assert open(f"{base}.args").read() == "box\n", "the shell expands $EXTENSION; $myhostname is empty there"
+    assert open(f"{base}.uid").read().strip() == str(pw.pw_uid), "runs as the recipient"
+    assert open(f"{base}.ulimit").read().strip() == str(20480000 // 512), "mailbox_size_limit is its ulimit -f"
+    env = dict(x.split("=", 1) for x in open(f"{base}.env").read().splitlines() if "=" in x)
+    want = {"HOME": pw.pw_dir, "SHELL": "/bin/sh", "USER": u, "LOGNAME": u, "SENDER": "alice@example.org",
+            "RECIPIENT": f"{u}+box@localhost", "LOCAL": f"{u}+box", "DOMAIN": "localhost", "EXTENSION": "box",
+            "ORIGINAL_RECIPIENT": f"{u}+box@localhost", "CLIENT_ADDRESS": "127.0.0.1", "CLIENT_PROTOCOL": "ESMTP",
+            "PATH": "/usr/bin:/bin"}
+    assert {k: env.get(k) for k in want} == want, env
+    assert env.get("CLIENT_HELO") and env.get("CLIENT_HOSTNAME"), env
+    msg = open(f"{base}.msg").read()
+    assert msg.startswith("From alice@example.org "), msg[:80]
+    assert "\nReturn-Path: <alice@example.org>\n" in msg and f"\nDelivered-To: {u}+box@localhost\n" in msg, msg
+    assert msg.endswith("\n\nFrom here\n"), "a command gets the message unquoted"
+    assert mbox(u) == [], "no mailbox written"
+
+    send(i, [f"{u}+full@localhost", f"{u}+later@localhost"], b"Subject: no cabe\r\n\r\nx\r\n")
+    wait_for(lambda: f"to=<{u}+full@localhost>, relay=local" in i.log()
+             and f"to=<{u}+later@localhost>, relay=local" in i.log(), what="both results")
+    log = i.log().splitlines()
+    full = next(x for x in log if f"to=<{u}+full@localhost>, relay=local" in x)
+    later = next(x for x in log if f"to=<{u}+later@localhost>, relay=local" in x)
+    assert "dsn=5.2.2, status=bounced (over quota )" in full, full
+    assert "dsn=4.3.0, status=deferred (temporary failure. Command output: try again )" in later, later
+
+
+def test_start_refuses_mailbox_limit_below_message_limit(instance_factory) -> None:
+    """Postfix: "fatal: main.cf configuration error: mailbox_size_limit is smaller than
+    message_size_limit"; here check and start say so, with the main.cf line."""
+    i = instance_factory(main={"mailbox_size_limit": "1000000"}, start=False)
+    lines = open(i.path("main.cf")).read().splitlines()
+    n = next(k for k, x in enumerate(lines, 1) if x.startswith("mailbox_size_limit"))
+    want = (f"{i.path('main.cf')}, line {n}: mailbox_size_limit is smaller than message_size_limit "
+            "(1000000 < 10240000)")
+    for cmd in ("check", "start"):
+        r = i.cli(cmd, check=False)
+        assert r.returncode != 0 and want in r.stderr, f"{cmd}: got {r.returncode} {r.stderr!r}, want {want!r}"
+    assert i.master_pid() is None

@@ -136,8 +136,8 @@ def test_hostile_local_parts_are_single_literal_arguments(inst):
 
 def test_exit_75_defers_and_exit_67_bounces(inst):
     send(inst, ["someone@temp.example", "nobody@bad.example"])
-    wait_for(lambda: "status=bounced (user unknown. Command output: exiting with 67)" in inst.log(), what="bounce")
-    wait_for(lambda: "status=deferred (temporary failure. Command output: exiting with 75)" in inst.log(),
+    wait_for(lambda: "status=bounced (user unknown. Command output: exiting with 67 )" in inst.log(), what="bounce")
+    wait_for(lambda: "status=deferred (temporary failure. Command output: exiting with 75 )" in inst.log(),
              what="deferral")
     log = inst.log()
     assert "to=<nobody@bad.example>, relay=mypipe" in log and "dsn=5.1.1, status=bounced" in log

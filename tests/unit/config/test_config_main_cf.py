@@ -252,6 +252,37 @@ def test_check_type_errors(text: str, want: str) -> None:
     assert got == want, f"got {got!r}, want {want!r}"
 
 
+# Postfix's local(8) and virtual(8): "fatal: main.cf configuration error: mailbox_size_limit
+# is smaller than message_size_limit"; estafeta check and start refuse the same settings.
+@pytest.mark.parametrize("text,want", [
+    ("myhostname = mx\nmailbox_size_limit = 100000\n",
+     "/etc/estafeta/main.cf, line 2: mailbox_size_limit is smaller than message_size_limit (100000 < 10240000)"),
+    ("message_size_limit = 60000000\n",          # the defaults' 51200000 mailbox limit is now too small
+     "/etc/estafeta/main.cf, line 1: mailbox_size_limit is smaller than message_size_limit (51200000 < 60000000)"),
+    ("mailbox_size_limit = 0\nmessage_size_limit = 60000000\n",
+     "/etc/estafeta/main.cf, line 2: virtual_mailbox_limit is smaller than message_size_limit (51200000 < 60000000)"),
+    ("#\nvirtual_mailbox_limit = 5000\nmessage_size_limit = 4000\nmailbox_size_limit = 4000\n\n"
+     "virtual_mailbox_limit = 3999\n",
+     "/etc/estafeta/main.cf, line 6: virtual_mailbox_limit is smaller than message_size_limit (3999 < 4000)"),
+    ("message_size_limit = 0\n",
+     "/etc/estafeta/main.cf, line 1: mailbox_size_limit is smaller than message_size_limit "
+     "(51200000, message_size_limit 0 means no limit)"),
+])
+def test_check_mailbox_limits_below_message_size_limit(text: str, want: str) -> None:
+    got = error_of(text)
+    assert got == want, f"got {got!r}, want {want!r}"
+
+
+@pytest.mark.parametrize("text", [
+    "mailbox_size_limit = 10240000\nvirtual_mailbox_limit = 10240000\n",     # equal is enough
+    "mailbox_size_limit = 0\nvirtual_mailbox_limit = 0\nmessage_size_limit = 0\n",
+    "mailbox_size_limit = 0\nvirtual_mailbox_limit = 0\nmessage_size_limit = 99999999\n",
+    "message_size_limit = 1000\nmailbox_size_limit = 1000\nvirtual_mailbox_limit = 2000\n",
+])
+def test_check_mailbox_limits_that_fit(text: str) -> None:
+    assert check(parse(text)) == []
+
+
 def test_check_warns_about_unused_unknown_parameters() -> None:
     cfg = parse("myhostname = $my_name\nmy_name = mx.example\ntypo_parameter = 1\n")
     want = ["/etc/estafeta/main.cf, line 3: unused parameter: typo_parameter=1"]

@@ -151,10 +151,84 @@ def test_command_exit_codes(shared) -> None:
     assert "Command died with status 1" in p.reason and "no such list" in p.reason, p.reason
 
 
-def test_command_time_limit(shared) -> None:
-    a = agent(shared, 'slow: "|sleep 30"\n', command_time_limit="1s")
+def test_command_time_limit_bounces(shared) -> None:
+    """Postfix's local(8) bounces a command that runs out of time, 5.3.0."""
+    a = agent(shared, 'slow: "|echo started; sleep 30"\n', command_time_limit="1s")
     got = a.deliver_sync(request(shared, "slow@localhost"))[0]
-    assert (got.status, got.dsn) == ("deferred", "4.3.0") and "time limit" in got.reason, got
+    want = ("bounced", "5.3.0", 'Command time limit exceeded: "echo started; sleep 30". Command output: started ')
+    assert (got.status, got.dsn, got.reason) == want, f"got {got}, want {want}"
+
+
+@pytest.mark.parametrize("cmd, want", [
+    ("echo who; exit 67", ("bounced", "5.1.1", "user unknown. Command output: who ")),
+    ("exit 73", ("bounced", "5.2.0", "can't create user output file")),
+    ("echo busy; exit 71", ("deferred", "4.3.0", "system resource problem. Command output: busy ")),
+    ("echo 4.2.2 over quota; exit 1", ("deferred", "4.2.2", "over quota ")),
+    ("echo 5.7.1 not you; exit 75", ("bounced", "5.7.1", "not you ")),
+    ("kill -TERM $$", ("deferred", "4.3.0", 'Command died with signal 15: "kill -TERM $$"')),
+])
+def test_command_results_as_postfix(shared, cmd, want) -> None:
+    a = agent(shared, f'c: "|{cmd}"\n')
+    got = a.deliver_sync(request(shared, "c@localhost"))[0]
+    assert (got.status, got.dsn, got.reason) == want, f"got {got}, want {want}"
+
+
+def test_command_environment(shared) -> None:
+    """Postfix's local(8) environment: USER and LOGNAME are the bare recipient name,
+    RECIPIENT the queued recipient, client attributes from the envelope, values censored
+    with command_expansion_filter, empty ones left out, PATH reset."""
+    from estafeta.queue import qfile
+    out = f"{shared}/env.out"
+    a = agent(shared, f'list: "|env > {out}"\n', recipient_delimiter="+")
+    qf = os.path.join(shared, "qfile")
+    env_bytes = qfile.encode_envelope(0.0, "s@x", [("List+Tag@localhost", {})],
+                                      {"client_name": "mx.example.org", "client_address": "192.0.2.7",
+                                       "helo_name": "helo;rm", "protocol": "ESMTP"})
+    with open(qf, "wb") as f:
+        f.write(env_bytes + MSG)
+    req = base.DeliveryRequest("QID1", qf, len(env_bytes), "o'brien@example.org", 0.0, "local", "localhost",
+                               [base.RecipientRequest("List+Tag@localhost", "orig@example.org")])
+    got = a.deliver_sync(req)[0]
+    assert got.status == "sent", got
+    env = dict(line.split("=", 1) for line in open(out).read().splitlines() if "=" in line)
+    want = {"USER": "list", "LOGNAME": "list", "RECIPIENT": "List+Tag@localhost", "LOCAL": "list+tag",
+            "DOMAIN": "localhost", "EXTENSION": "tag", "ORIGINAL_RECIPIENT": "orig@example.org",
+            "SENDER": "o_brien@example.org", "CLIENT_HOSTNAME": "mx.example.org", "CLIENT_ADDRESS": "192.0.2.7",
+            "CLIENT_HELO": "helo_rm", "CLIENT_PROTOCOL": "ESMTP", "PATH": "/usr/bin:/bin"}
+    assert {k: env.get(k) for k in want} == want, env
+    assert not {"SASL_METHOD", "SASL_USERNAME", "SASL_SENDER"} & set(env), "empty attributes are left out"
+
+
+def test_mailbox_command(shared) -> None:
+    """mailbox_command replaces the mailbox, after aliases and .forward; it runs as the
+    user (default_privs for root) and is not $name-expanded: the shell expands $USER."""
+    out = f"{shared}/mbcmd"
+    a = agent(shared, mailbox_command=f'echo "$USER $myhostname" > {out}; cat >> {out}; id -u >> {out}')
+    got = a.deliver_sync(request(shared, f"{ME}@localhost"))[0]
+    assert (got.status, got.dsn) == ("sent", "2.0.0"), got
+    assert got.reason.startswith("delivered to command: echo \"$USER $myhostname\""), got.reason
+    text = open(out).read().splitlines()
+    assert text[0] == f"{ME} ", f"got {text[0]!r}: $myhostname is the shell's (empty), not main.cf's"
+    assert text[1].startswith("From a@example.org ") and "Return-Path: <a@example.org>" in text
+    want_uid = pwd.getpwnam("nobody").pw_uid if os.getuid() == 0 else os.getuid()
+    assert text[-1] == str(want_uid), f"ran as {text[-1]}, want {want_uid}"
+    assert not os.path.exists(os.path.join(shared, "spool", ME)), "no mailbox written"
+
+
+def test_mailbox_command_runs_once_per_extension(shared) -> None:
+    """The command sees the extension, so user+a and user+b are two deliveries (Postfix
+    keys mailbox deliveries by the whole local part); the mbox stays one per user."""
+    out = f"{shared}/ext"
+    a = agent(shared, recipient_delimiter="+", mailbox_command=f'echo "$EXTENSION" >> {out}')
+    got = a.deliver_sync(request(shared, f"{ME}+a@localhost", f"{ME}+b@localhost"))
+    assert [(r.status, r.reason) for r in got] == [("sent", f'delivered to command: echo "$EXTENSION" >> {out}')] * 2
+    assert open(out).read() == "a\nb\n"
+
+
+def test_mailbox_command_result_is_the_recipients(shared) -> None:
+    a = agent(shared, mailbox_command="echo 5.2.2 mailbox full; exit 1")
+    got = a.deliver_sync(request(shared, f"{ME}@localhost"))[0]
+    assert (got.status, got.dsn, got.reason) == ("bounced", "5.2.2", "mailbox full "), got
 
 
 def test_restricted_commands_and_files(shared) -> None:
