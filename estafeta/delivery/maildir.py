@@ -2,7 +2,8 @@
 
 A message is durable in the Maildir before the agent says "sent": the file is
 fsync'd in tmp/ (unnamed where the file system allows), linked or renamed into
-new/, and new/ is fsync'd. Names follow the spec's
+new/, and new/ is fsync'd (one fsync shared by the deliveries into that Maildir
+that run at the same time). Names follow the spec's
 unique form `<sec>.M<usec>P<pid>Q<n>.<host>`. Blocking: call from a thread.
 """
 from __future__ import annotations
@@ -10,10 +11,12 @@ from __future__ import annotations
 import itertools
 import os
 import socket
+import threading
 import time
 
 from ..core import atomic
 from ..core.errors import PermFail, TempFail
+from ..queue.store import DirSyncer
 
 _counter = itertools.count(1)
 _host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
@@ -77,11 +80,7 @@ def deliver_maildir(path: str, prefix: bytes, message_chunks, sync: bool = True)
         if named:
             os.rename(tmp, final)
         if sync:
-            dfd = os.open(os.path.join(path, "new"), os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(dfd)
-            finally:
-                os.close(dfd)
+            _sync_new(os.path.join(path, "new"))
     except OSError as e:
         if named:
             try:
@@ -91,6 +90,23 @@ def deliver_maildir(path: str, prefix: bytes, message_chunks, sync: bool = True)
         # A full disk or quota is temporary: defer, never bounce (RFC 3463 4.2.2/4.3.1).
         raise TempFail(f"maildir delivery failed: {e.strerror}", "4.2.0") from e
     return name
+
+
+_syncers: dict[str, DirSyncer] = {}
+_syncers_lock = threading.Lock()
+
+
+def _sync_new(newdir: str) -> None:
+    """fsync new/ after a link into it, shared among concurrent deliveries into the
+    same Maildir (group commit, as incoming/'s in cleanup): returns once an fsync
+    that started after the call is done, so this delivery's link is durable."""
+    with _syncers_lock:
+        syncer = _syncers.get(newdir)
+        if syncer is None:
+            if len(_syncers) >= 1024:       # many mailboxes: forget them, nothing is lost
+                _syncers.clear()
+            syncer = _syncers[newdir] = DirSyncer(newdir)
+    syncer.sync_blocking()
 
 
 def check_size(size: int, limit: int, context: str) -> None:

@@ -162,3 +162,54 @@ def test_short_writes_are_continued(tmp_path, monkeypatch) -> None:
         got = f.read()
     want = b"Return-Path: <a@b>\nSubject: s\n\nbody\n"
     assert got == want, f"got {got!r}, want {want!r}"
+
+
+# --- the fsync of new/ is shared by concurrent deliveries -------------------------------
+def test_concurrent_deliveries_share_the_fsync_of_new(tmp_path, monkeypatch) -> None:
+    import threading
+    import time as _time
+
+    from estafeta.delivery import maildir
+    from estafeta.queue import store
+    box = str(tmp_path / "Maildir")
+    ensure_maildir(box)
+    lock = threading.Lock()
+    rounds: list[tuple[float, float]] = []          # (start, end) of each fsync of new/
+
+    def slow_fsync_dir(path: str) -> None:
+        assert path == os.path.join(box, "new"), f"fsync of {path}, want new/"
+        start = _time.monotonic()
+        _time.sleep(0.05)
+        with lock:
+            rounds.append((start, _time.monotonic()))
+
+    monkeypatch.setattr(store, "fsync_dir", slow_fsync_dir)
+    monkeypatch.setattr(maildir, "_syncers", {})
+    linked: dict[str, float] = {}                   # name -> when its link was made
+    real_link = atomic.link_fd
+
+    def timed_link(fd, path):
+        real_link(fd, path)
+        with lock:
+            linked[os.path.basename(path)] = _time.monotonic()
+    monkeypatch.setattr(atomic, "link_fd", timed_link)
+    monkeypatch.setattr(atomic, "_TMPFILE", has_tmpfile(os.path.join(box, "tmp")))
+    done: dict[str, float] = {}
+
+    def one(i: int) -> None:
+        name = deliver_maildir(box, b"", [b"m%d\n" % i])
+        with lock:
+            done[name] = _time.monotonic()
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(12)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert len(done) == 12 and len(os.listdir(os.path.join(box, "new"))) == 12
+    assert rounds, "no fsync of new/ at all"
+    assert len(rounds) < 12, f"got {len(rounds)} fsyncs of new/ for 12 concurrent deliveries: not shared"
+    if linked:                                      # O_TMPFILE path: check the promise
+        for name, returned in done.items():
+            assert any(start >= linked[name] and end <= returned for start, end in rounds), (
+                f"{name} returned before an fsync of new/ that started after its link")
