@@ -9,6 +9,14 @@ loop on stdio in cli/sendmail.py), so both build their settings and their codec
 with `smtp_settings` and `SmtpSettings.connection`, and cannot drift apart.
 Pure: reads the configuration, no IO. The one deliberate difference, DSN, is a
 parameter of `smtp_settings` (see there).
+
+smtpd_discard_ehlo_keywords, as Postfix 3.7 does it (checked on the wire): a
+discarded keyword is not announced, whatever else the settings say; "dsn" also
+refuses RET, ENVID, NOTIFY and ORCPT with 501 5.7.1 and "smtputf8" refuses MAIL's
+SMTPUTF8 parameter (555); "8bitmime", "size", "vrfy" and "pipelining" only hide
+the keyword (BODY=, SIZE= and VRFY still work). The driver logs `ehlo_log` at each
+EHLO (not HELO).
+
 Next: proto/smtp_server.py (the codec), daemons/smtpd.py, cli/sendmail.py.
 """
 from __future__ import annotations
@@ -38,13 +46,42 @@ class SmtpSettings:
     rcpt_limit: int                 # smtpd_recipient_limit
     mail_params: frozenset[str]     # MAIL FROM parameters accepted
     rcpt_params: frozenset[str]     # RCPT TO parameters accepted
+    discard: frozenset[str] = frozenset()   # smtpd_discard_ehlo_keywords, known names upper-case
+    ehlo_log: str = ""              # logged (info) at each EHLO; "" for nothing
+    refused_params: tuple[tuple[str, R.Reply], ...] = ()    # MAIL/RCPT parameter -> its refusal
 
     def connection(self) -> ServerConnection:
         """A codec for one session, with these limits and parameters."""
         return ServerConnection(self.hostname, max_line=self.line_limit, message_size_limit=self.size_limit,
                                 max_errors=self.hard_errors, max_junk=self.junk_limit,
                                 mail_params=self.mail_params, rcpt_params=self.rcpt_params,
-                                strict_envelopes=self.strict_envelopes)
+                                strict_envelopes=self.strict_envelopes,
+                                refused_params=dict(self.refused_params))
+
+
+# The keywords smtpd_discard_ehlo_keywords knows, in the order Postfix's log line
+# lists them (its keyword table, not the EHLO order); other words are ignored, as
+# Postfix ignores them. SILENT-DISCARD is the pseudo keyword that stops the log line.
+DISCARD_NAMES = ("8BITMIME", "AUTH", "ETRN", "PIPELINING", "SIZE", "VERP", "VRFY", "XCLIENT",
+                 "XFORWARD", "STARTTLS", "ENHANCEDSTATUSCODES", "DSN", "SMTPUTF8", "CHUNKING")
+SILENT_DISCARD = "SILENT-DISCARD"
+# Postfix 3.7 names SMTPUTF8 so in that log line (a slip in its keyword table, seen on
+# the wire); kept, so that log scrapers written for Postfix see the same text.
+_LOGGED_AS = {"SMTPUTF8": "EHLO_MASK_SMTPUTF8"}
+
+
+def discard_keywords(words: list[str]) -> frozenset[str]:
+    """The known keywords among `words` (any case; "silent-discard" included)."""
+    names = {w.upper() for w in words}
+    return frozenset(names & {*DISCARD_NAMES, SILENT_DISCARD})
+
+
+def discard_log_line(discard: frozenset[str]) -> str:
+    """What Postfix logs at EHLO for this discard list: nothing when it is empty or
+    has silent-discard, nor (as Postfix 3.7) when it hides ENHANCEDSTATUSCODES."""
+    if not discard or SILENT_DISCARD in discard or "ENHANCEDSTATUSCODES" in discard:
+        return ""
+    return "discarding EHLO keywords: " + " ".join(_LOGGED_AS.get(n, n) for n in DISCARD_NAMES if n in discard)
 
 
 def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
@@ -56,14 +93,20 @@ def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
     size_limit = cfg.get_int("message_size_limit")
     utf8 = cfg.get_bool("smtputf8_enable")     # no: not announced, MAIL ... SMTPUTF8 refused
     vrfy = not cfg.get_bool("disable_vrfy_command")     # announced when enabled, as Postfix does
+    discard = discard_keywords(cfg.get_list("smtpd_discard_ehlo_keywords"))
+    refused: tuple[tuple[str, R.Reply], ...] = ()
+    if "DSN" in discard:        # even in sendmail -bs, as Postfix's smtpd -S
+        dsn = False
+        refused = tuple((p, R.DSN_DISABLED) for p in sorted(proto_dsn.MAIL_PARAMS | proto_dsn.RCPT_PARAMS))
     mail_params = DEFAULT_MAIL_PARAMS | (proto_dsn.MAIL_PARAMS if dsn else frozenset())
-    if not utf8:
+    if not utf8 or "SMTPUTF8" in discard:
         mail_params -= {"SMTPUTF8"}
     return SmtpSettings(
         hostname=hostname,
         banner=R.Reply(220, "", cfg.get("smtpd_banner")),
         helo=R.helo_reply(hostname),
-        ehlo=R.ehlo_reply(hostname, size_limit, ("DSN",) if dsn else (), smtputf8=utf8, vrfy=vrfy),
+        ehlo=R.ehlo_reply(hostname, size_limit, ("DSN",) if dsn else (), smtputf8=utf8, vrfy=vrfy,
+                          discard=discard),
         vrfy=R.VRFY_REPLY if vrfy else R.VRFY_DISABLED,
         smtputf8=utf8,
         strict_envelopes=cfg.get_bool("strict_rfc821_envelopes"),
@@ -74,4 +117,7 @@ def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
         rcpt_limit=cfg.get_int("smtpd_recipient_limit"),
         mail_params=frozenset(mail_params),
         rcpt_params=proto_dsn.RCPT_PARAMS if dsn else frozenset(),
+        discard=discard,
+        ehlo_log=discard_log_line(discard),
+        refused_params=refused,
     )

@@ -351,6 +351,8 @@ class Session(asyncio.Protocol):
         self.reset()
         self.helo = e.name
         self.proto = "ESMTP"
+        if self.sc.smtp.ehlo_log:        # smtpd_discard_ehlo_keywords, as Postfix: at each EHLO
+            maillog.log.info(self.sc.smtp.ehlo_log)
         return self.sc.ehlo
 
     def on_mail(self, e: ev.MailFrom) -> R.Reply:

@@ -78,13 +78,18 @@ EHLO_ORDER = ("PIPELINING", "SIZE", "VRFY", "ETRN", "STARTTLS", "AUTH", "XCLIENT
 _UNLISTED = EHLO_ORDER.index("ENHANCEDSTATUSCODES") - 0.5
 
 
+def _ehlo_name(keyword: str) -> str:
+    return keyword.replace("=", " ").split(" ", 1)[0].upper()     # "AUTH=PLAIN" is AUTH
+
+
 def _ehlo_rank(keyword: str) -> float:
-    name = keyword.replace("=", " ").split(" ", 1)[0].upper()     # "AUTH=PLAIN" ranks as AUTH
+    name = _ehlo_name(keyword)
     return EHLO_ORDER.index(name) if name in EHLO_ORDER else _UNLISTED
 
 
 def ehlo_reply(hostname: str, size_limit: int, extra: tuple[str, ...] = (),
-               *, smtputf8: bool = True, vrfy: bool = True) -> Reply:
+               *, smtputf8: bool = True, vrfy: bool = True,
+               discard: frozenset[str] = frozenset()) -> Reply:
     """Multi-line EHLO/LHLO answer (RFC 5321 4.1.1.1), one extension keyword a line,
     in Postfix's order (EHLO_ORDER) whatever the order of `extra`.
 
@@ -92,7 +97,8 @@ def ehlo_reply(hostname: str, size_limit: int, extra: tuple[str, ...] = (),
     (DSN, STARTTLS, AUTH PLAIN LOGIN...). `vrfy`: VRFY is announced when the
     command is enabled (disable_vrfy_command = no), as Postfix does. A size limit
     of 0 (none) is announced as a bare SIZE, as Postfix does (RFC 1870 4: the
-    number is optional).
+    number is optional). `discard`: upper-case keyword names not to announce
+    (smtpd_discard_ehlo_keywords), whichever line would carry them.
     """
     keywords = ["PIPELINING", f"SIZE {size_limit}" if size_limit > 0 else "SIZE", *extra,
                 "ENHANCEDSTATUSCODES", "8BITMIME"]
@@ -100,6 +106,8 @@ def ehlo_reply(hostname: str, size_limit: int, extra: tuple[str, ...] = (),
         keywords.append("VRFY")
     if smtputf8:
         keywords.append("SMTPUTF8")
+    if discard:
+        keywords = [k for k in keywords if _ehlo_name(k) not in discard]
     keywords.sort(key=_ehlo_rank)       # stable: two AUTH lines keep their order
     return Reply(250, "", keywords[-1], lines=(hostname, *keywords[:-1]))
 
@@ -163,6 +171,8 @@ BAD_ENVID = Reply(501, "5.5.4", "Bad ENVID parameter syntax")
 BAD_NOTIFY = Reply(501, "5.5.4", "Bad NOTIFY parameter syntax")
 BAD_ORCPT = Reply(501, "5.5.4", "Bad ORCPT parameter syntax")
 # RFC 6531 3.5: a non-ASCII address needs the SMTPUTF8 parameter on MAIL.
+# smtpd_discard_ehlo_keywords has "dsn": Postfix's answer to RET, ENVID, NOTIFY and ORCPT.
+DSN_DISABLED = Reply(501, "5.7.1", "DSN support is disabled")
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
 
 # Message content errors, sent in answer to the end of data.

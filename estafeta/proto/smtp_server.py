@@ -22,7 +22,7 @@ Next: states.py (the rules), framing.py (DATA), address.py (MAIL/RCPT).
 from __future__ import annotations
 
 import re
-from typing import Callable
+from typing import Callable, Mapping
 
 from estafeta.proto import dsn
 from estafeta.proto import replies as R
@@ -55,7 +55,8 @@ class ServerConnection:
                  message_size_limit: int = 10240000, lmtp: bool = False,
                  max_errors: int = 20, max_junk: int = 100,
                  mail_params: frozenset[str] = DEFAULT_MAIL_PARAMS,
-                 rcpt_params: frozenset[str] = frozenset(), strict_envelopes: bool = False) -> None:
+                 rcpt_params: frozenset[str] = frozenset(), strict_envelopes: bool = False,
+                 refused_params: Mapping[str, Reply] | None = None) -> None:
         self.hostname = hostname
         self.max_line = max_line
         self.message_size_limit = message_size_limit
@@ -65,6 +66,9 @@ class ServerConnection:
         self.mail_params = mail_params
         self.rcpt_params = rcpt_params
         self.strict = strict_envelopes     # strict_rfc821_envelopes: <path> required
+        # MAIL/RCPT parameters refused with a reply of their own rather than 555 (the
+        # DSN ones when smtpd_discard_ehlo_keywords has dsn, as Postfix does).
+        self.refused_params: Mapping[str, Reply] = refused_params or {}
         self.state = State.CONNECTED
         self.errors = 0            # 4xx/5xx replies since the last accepted message
         self.junk = 0              # NOOP/VRFY/RSET since then (smtpd_junk_command_limit)
@@ -256,6 +260,8 @@ class ServerConnection:
         except AddressError as e:
             return e.reply
         for key, value in params.items():
+            if key in self.refused_params:
+                return self.refused_params[key]
             if key not in self.mail_params:
                 return R.BAD_PARAM
             if key == "SIZE":
@@ -280,8 +286,11 @@ class ServerConnection:
             address, params = parse_rcpt_to(arg[3:], smtputf8=self.smtputf8, strict=self.strict)
         except AddressError as e:
             return e.reply
-        if any(key not in self.rcpt_params for key in params):
-            return R.BAD_PARAM
+        for key in params:
+            if key in self.refused_params:
+                return self.refused_params[key]
+            if key not in self.rcpt_params:
+                return R.BAD_PARAM
         for key, value in params.items():
             if (bad := dsn.check_rcpt_param(key, value)) is not None:      # NOTIFY, ORCPT
                 return bad

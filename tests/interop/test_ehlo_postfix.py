@@ -38,6 +38,8 @@ CASES = {
     "no_smtputf8": ("smtputf8_enable=no",),
     "no_size_limit": ("message_size_limit=0",),
     "all_off": ("disable_vrfy_command=yes", "smtputf8_enable=no", "message_size_limit=5000"),
+    # master.cf -o values cannot hold spaces: the list is comma-separated.
+    "discard": ("smtpd_discard_ehlo_keywords=pipelining,DSN,8bitmime",),
 }
 
 

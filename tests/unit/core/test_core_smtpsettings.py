@@ -87,3 +87,60 @@ def test_connection_applies_the_settings(strict: str, line: bytes, want: type) -
     conn.receive_data(line)
     got = conn.next_event()
     assert isinstance(got, want), f"strict={strict} {line!r}: got {got}, want {want.__name__}"
+
+
+@pytest.mark.parametrize("words, want", [
+    # Postfix 3.7's maillog for the same smtpd_discard_ehlo_keywords, at each EHLO.
+    ("", ""),
+    ("pipelining", "discarding EHLO keywords: PIPELINING"),
+    ("dsn, 8bitmime, size, vrfy, smtputf8, PIPELINING",
+     "discarding EHLO keywords: 8BITMIME PIPELINING SIZE VRFY DSN EHLO_MASK_SMTPUTF8"),
+    ("dsn 8bitmime size smtputf8 foo etrn chunking",
+     "discarding EHLO keywords: 8BITMIME ETRN SIZE DSN EHLO_MASK_SMTPUTF8 CHUNKING"),
+    ("silent-discard, dsn", ""),                    # the pseudo keyword stops the log line
+    ("enhancedstatuscodes pipelining", ""),         # so does ENHANCEDSTATUSCODES, in Postfix 3.7
+    ("no-such-keyword", ""),
+])
+def test_discard_log_line(words: str, want: str) -> None:
+    got = smtp_settings(cfg(f"smtpd_discard_ehlo_keywords = {words}\n")).ehlo_log
+    assert got == want, f"{words!r}: got {got!r}, want {want!r}"
+
+
+@pytest.mark.parametrize("words, want", [
+    ("pipelining, dsn", ["PIPELINING", "DSN"]),
+    ("SIZE,vrfy", ["SIZE 10240000", "VRFY"]),
+    ("8bitmime smtputf8 enhancedstatuscodes", ["8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES"]),
+    ("silent-discard etrn starttls auth", []),
+])
+def test_discarded_keywords_not_announced(words: str, want: list[str]) -> None:
+    full = ehlo_lines(smtp_settings(cfg()).ehlo)
+    for dsn in (True, False):
+        got = ehlo_lines(smtp_settings(cfg(f"smtpd_discard_ehlo_keywords = {words}\n"), dsn=dsn).ehlo)
+        expected = [k for k in full if k not in want and (dsn or k != "DSN")]
+        assert got == expected, f"{words!r} dsn={dsn}: got {got}, want {expected}"
+
+
+def test_discard_dsn_refuses_its_parameters() -> None:
+    for dsn in (True, False):
+        s = smtp_settings(cfg("smtpd_discard_ehlo_keywords = dsn\n"), dsn=dsn)
+        assert s.mail_params == {"SIZE", "BODY", "SMTPUTF8"} and s.rcpt_params == frozenset()
+        assert dict(s.refused_params) == {p: R.DSN_DISABLED for p in ("RET", "ENVID", "NOTIFY", "ORCPT")}
+        conn = s.connection()
+        conn.send(s.banner)
+        conn.receive_data(b"EHLO c.example\r\nMAIL FROM:<a@example.org> RET=FULL\r\n")
+        conn.next_event()
+        conn.send(s.ehlo)
+        got = conn.next_event()
+        assert isinstance(got, ev.BadCommand) and got.reply == R.DSN_DISABLED, f"dsn={dsn}: got {got}"
+
+
+def test_discard_keeps_size_body_and_vrfy() -> None:
+    """Postfix only hides SIZE, 8BITMIME, VRFY: the parameters and command still work."""
+    s = smtp_settings(cfg("smtpd_discard_ehlo_keywords = size 8bitmime vrfy pipelining\n"))
+    assert s.mail_params == {"SIZE", "BODY", "SMTPUTF8", "RET", "ENVID"}, f"got {sorted(s.mail_params)}"
+    assert s.vrfy == R.VRFY_REPLY and s.size_limit == 10240000
+
+
+def test_discard_smtputf8_refuses_the_parameter() -> None:
+    s = smtp_settings(cfg("smtpd_discard_ehlo_keywords = SMTPUTF8\n"))
+    assert "SMTPUTF8" not in s.mail_params and "SMTPUTF8" not in ehlo_lines(s.ehlo)
