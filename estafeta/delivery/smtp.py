@@ -134,6 +134,10 @@ class Session:
 
     async def read_reply(self, timeout: float, stage: str) -> Reply:
         try:
+            # With PIPELINING, replies often arrive together: one already read costs
+            # no timer (a timeout context per reply was 12% of the agent's CPU).
+            if (reply := self.codec.next_reply()) is not None:
+                return reply
             async with asyncio.timeout(timeout or None):
                 while (reply := self.codec.next_reply()) is None:
                     if self.codec.closed:
@@ -150,6 +154,9 @@ class Session:
     async def send(self, data: bytes, timeout: float, stage: str) -> None:
         try:
             self.writer.write(data)
+            if not self.writer.transport.get_write_buffer_size():
+                await self.writer.drain()   # all in the socket: returns at once (or raises)
+                return
             async with asyncio.timeout(timeout or None):
                 await self.writer.drain()
         except TimeoutError:
