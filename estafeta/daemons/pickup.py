@@ -28,6 +28,7 @@ import pwd
 import time
 
 from ..core import dsn, maillog
+from ..config.main_cf import MainConfig
 from ..core.errors import ConfigError
 from ..core.queueid import new_queue_id
 from ..delivery import base
@@ -141,7 +142,26 @@ class Pickup:
         those two (pickup run by root in a test) is still checked."""
         if uid != 0 and uid in (os.geteuid(), self.owner_uid):
             return True
-        return submit_allowed(self.cfg.get("authorized_submit_users"), submit_user_name(uid))
+        name = submit_user_name(uid)
+        if submit_allowed(self.cfg.get("authorized_submit_users"), name):
+            return True
+        # Refused by the list pickup started with. main.cf may have changed since
+        # (postconf -e without a reload), and the sendmail command, a new process
+        # each time, has already accepted the file under the new list: ask main.cf
+        # as it is now before removing what a user was told is on its way.
+        now = self.current_submit_list()
+        return now is not None and submit_allowed(now, name)
+
+    def current_submit_list(self) -> str | None:
+        """authorized_submit_users as main.cf says it now; None when main.cf cannot
+        be read or the running value is a master.cf -o override (which stands)."""
+        s = self.cfg.setting("authorized_submit_users")
+        if s is not None and os.path.basename(s.path) == "master.cf":
+            return None
+        try:
+            return MainConfig.load(self.cfg.path).get("authorized_submit_users")
+        except (ConfigError, OSError):
+            return None
 
     def refuse(self, name: str, uid: int) -> None:
         """A file from a user authorized_submit_users leaves out: removed, with the

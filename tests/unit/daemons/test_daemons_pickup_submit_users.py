@@ -102,3 +102,31 @@ def test_root_file_refused_when_the_list_leaves_root_out(tmp_path, log) -> None:
     assert os.listdir(p.dir) == [] and os.listdir(p.store.path("incoming")) == []
     want = f"warning: maildrop/{name}: uid=0: User root(0) is not allowed to submit mail; removed"
     assert want in log.read_text(), log.read_text()
+
+
+# --- main.cf changed without a reload ---------------------------------------------------
+def pickup_from_file(tmp_path, users: str) -> tuple[Pickup, str]:
+    store = QueueStore(str(tmp_path / "q"))
+    store.create_dirs()
+    path = str(tmp_path / "main.cf")
+    with open(path, "w") as f:
+        f.write(f"queue_directory = {tmp_path}/q\nauthorized_submit_users = {users}\nmail_owner = no-such-owner-xq\n")
+    return Pickup(Ctx(MainConfig.load(path), store)), path
+
+
+def test_a_list_widened_without_reload_is_read_again_before_removing(tmp_path) -> None:
+    # The sendmail command (a new process) already used the new list and told the
+    # user the mail is on its way: pickup must not remove the file on the old one.
+    p, path = pickup_from_file(tmp_path, "!unknown, static:anyone")
+    assert p.may_submit(NOBODY_UID) is False
+    with open(path, "w") as f:
+        f.write(f"queue_directory = {tmp_path}/q\nauthorized_submit_users = static:anyone\n")
+    assert p.may_submit(NOBODY_UID) is True, "main.cf now allows this user: the file must be taken"
+
+
+def test_a_list_that_still_refuses_refuses(tmp_path) -> None:
+    p, path = pickup_from_file(tmp_path, "!unknown, static:anyone")
+    os.utime(path)                                   # touched, same list
+    assert p.may_submit(NOBODY_UID) is False
+    os.unlink(path)                                  # unreadable main.cf: the running list stands
+    assert p.may_submit(NOBODY_UID) is False
