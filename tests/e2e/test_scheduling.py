@@ -29,8 +29,14 @@ def sink():
     p = subprocess.Popen(args, stdout=out, stderr=out)
     wait_for(lambda: _open(port), 10, what="smtp-sink")
     yield port
-    p.kill()
-    p.wait()
+    # SIGTERM, which timeout(1) passes on to smtp-sink: a SIGKILL would end only the
+    # timeout process and leave smtp-sink running, orphaned, for good.
+    p.terminate()
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        p.kill()
+        p.wait()
     out.close()
     shutil.rmtree(d, ignore_errors=True)
 
