@@ -5,15 +5,12 @@ agent; as root they run as default_privs (nobody), so their directory is world-w
 """
 import os
 import resource
-import shutil
 import signal
-import tempfile
 
 import pytest
 
-from estafeta.config.main_cf import MainConfig
 from estafeta.delivery import base, local
-from estafeta.tables.aliases import build_database
+from local_support import deliver_local
 
 ME = os.getuid()
 MSG = b"From: a@example.org\nSubject: big\n\nbody\n"
@@ -21,30 +18,12 @@ LIMIT = 100000
 
 
 @pytest.fixture
-def shared():
-    d = tempfile.mkdtemp(prefix="estafeta-local-cmd-", dir="/tmp")
-    os.chmod(d, 0o1777)
-    os.mkdir(os.path.join(d, "spool"))
-    os.chmod(os.path.join(d, "spool"), 0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+def shared(local_dir):
+    return local_dir
 
 
 def deliver(d: str, rcpt: str, aliases: str, **params: str) -> base.RecipientResult:
-    with open(os.path.join(d, "aliases"), "w") as f:
-        f.write(aliases)
-    build_database(f"hash:{d}/aliases")
-    settings = {"myhostname": "localhost", "mydestination": "localhost", "local_transport": "local",
-                "alias_maps": f"hash:{d}/aliases", "mail_spool_directory": f"{d}/spool",
-                "forward_path": f"{d}/forward.$user", "fsync_queue": "no", **params}
-    a = local.LocalAgent(MainConfig.parse("".join(f"{k} = {v}\n" for k, v in settings.items())), "local")
-    qf = os.path.join(d, "qfile")
-    with open(qf, "wb") as f:
-        f.write(b"ENVELOPE\n" + MSG)
-    req = base.DeliveryRequest("QID1", qf, 9, "a@example.org", 0.0, "local", "localhost",
-                               [base.RecipientRequest(rcpt)])
-    [r] = a.deliver_sync(req)
-    return r
+    return deliver_local(d, rcpt, aliases, MSG, **params)
 
 
 def writer(d: str, size: int) -> str:

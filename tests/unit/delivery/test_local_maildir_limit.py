@@ -3,25 +3,19 @@ bounds the mbox file: too large bounces with 5.2.2 "File too large", nothing wri
 import mailbox
 import os
 import pwd
-import shutil
-import tempfile
 
 import pytest
 
-from estafeta.config.main_cf import MainConfig
 from estafeta.delivery import base, local
-from estafeta.tables.aliases import build_database
+from local_support import deliver_local
 
 ME = pwd.getpwuid(os.getuid())
 MSG = b"From: a@example.org\nSubject: big\n\n" + b"x" * 300 + b"\n"
 
 
 @pytest.fixture
-def shared(monkeypatch):
-    d = tempfile.mkdtemp(prefix="estafeta-local-", dir="/tmp")
-    os.chmod(d, 0o1777)
-    os.mkdir(os.path.join(d, "spool"))
-    os.chmod(os.path.join(d, "spool"), 0o1777)
+def shared(local_dir, monkeypatch):
+    d = local_dir
     # home_mailbox lives under the user's home: point ours at the temporary directory.
     home = os.path.join(d, "home")
     os.mkdir(home)
@@ -35,26 +29,11 @@ def shared(monkeypatch):
         return pwd.struct_passwd((pw.pw_name, pw.pw_passwd, pw.pw_uid, pw.pw_gid, pw.pw_gecos, home, pw.pw_shell))
 
     monkeypatch.setattr(local.pwd, "getpwnam", getpwnam)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+    return d
 
 
 def deliver(d: str, rcpt: str, aliases: str = "", **params: str) -> base.RecipientResult:
-    with open(os.path.join(d, "aliases"), "w") as f:
-        f.write(aliases)
-    build_database(f"hash:{d}/aliases")
-    settings = {"myhostname": "localhost", "mydestination": "localhost", "local_transport": "local",
-                "alias_maps": f"hash:{d}/aliases", "mail_spool_directory": f"{d}/spool",
-                "forward_path": f"{d}/forward.$user", "mail_owner": ME.pw_name, "fsync_queue": "no",
-                "home_mailbox": "Maildir/", **params}
-    a = local.LocalAgent(MainConfig.parse("".join(f"{k} = {v}\n" for k, v in settings.items())), "local")
-    qf = os.path.join(d, "qfile")
-    with open(qf, "wb") as f:
-        f.write(b"ENVELOPE\n" + MSG)
-    req = base.DeliveryRequest("QID1", qf, 9, "a@example.org", 0.0, "local", "localhost",
-                               [base.RecipientRequest(rcpt)])
-    [r] = a.deliver_sync(req)
-    return r
+    return deliver_local(d, rcpt, aliases, MSG, **{"mail_owner": ME.pw_name, "home_mailbox": "Maildir/", **params})
 
 
 def count(path: str) -> int:

@@ -3,8 +3,6 @@
 import mailbox
 import os
 import pwd
-import shutil
-import tempfile
 
 import pytest
 
@@ -16,13 +14,8 @@ ME = pwd.getpwuid(os.getuid()).pw_name
 
 
 @pytest.fixture
-def spool_dir():
-    d = tempfile.mkdtemp(prefix="estafeta-owner-", dir="/tmp")
-    os.chmod(d, 0o1777)
-    os.makedirs(os.path.join(d, "spool"))
-    os.chmod(os.path.join(d, "spool"), 0o1777)
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
+def spool_dir(local_dir):
+    return local_dir
 
 
 @pytest.mark.parametrize("expand, owner, want", [
