@@ -15,6 +15,12 @@ For each recipient in a local domain, in order:
      line and quoting); mailbox_size_limit bounds the mbox file, or each Maildir
      message file: 5.2.2 "File too large". It is also the file size limit
      (RLIMIT_FSIZE) of every command, as in Postfix.
+     Before all of that, mailbox_transport_maps (keyed by the bare user name) or
+     mailbox_transport hands the recipient, found in the password database or not,
+     to another agent (Postfix's deliver_pass, delivery/passalong.py): e.g. Dovecot
+     over LMTP. That agent's answer is this recipient's result.
+  4. a recipient not in the password database goes to fallback_transport_maps or
+     fallback_transport the same way; without them it bounces 5.1.1.
 Commands (|command in an expansion, mailbox_command) get Postfix's environment:
 HOME, SHELL, USER and LOGNAME (the bare recipient name), SENDER, RECIPIENT (the
 queued recipient), LOCAL, DOMAIN, EXTENSION, ORIGINAL_RECIPIENT, CLIENT_HOSTNAME,
@@ -31,7 +37,7 @@ queue file (with Delivered-To:) is written for qmgr, "forwarded as ID".
 One copy per final destination and request: the seed's `usuarios: xavier,pepe,
 juan` gives each user one copy, however many paths lead there. A Delivered-To:
 for an address on the way, or a name met again among its own ancestors, is a
-mail loop: 5.4.6. Unknown users bounce 5.1.1.
+mail loop: 5.4.6.
 
 Trust boundary and privileges. The agent process is root when the system runs
 as root (master.cf unpriv=n): it is the one service that keeps root, so that
@@ -58,7 +64,7 @@ is deferred as a whole (later attempts may repeat copies already delivered,
 as with Postfix); otherwise one that bounces bounces the original recipient
 with its reason.
 Next: tables/aliases.py (syntax), delivery/mailbox.py, delivery/maildir.py, delivery/command.py,
-daemons/local.py.
+delivery/passalong.py, daemons/local.py.
 """
 from __future__ import annotations
 
@@ -79,9 +85,9 @@ from typing import Any
 from ..core import maillog
 from ..core.errors import MailError, PermFail, TempFail
 from ..queue import qfile
-from ..tables import open_table, split_table_list
+from ..tables import TableList, open_table, split_table_list
 from ..tables.aliases import ADDRESS, COMMAND, FILE, INCLUDE, Token, parse_list
-from . import base
+from . import base, passalong
 from .command import outcome, run_command
 from .mailbox import append_mbox, from_line, mbox_image, write_maildir
 
@@ -240,6 +246,7 @@ class Outcome:
 class RcptState:
     original: str
     rcpt: str = ""                  # the recipient as queued (a command's RECIPIENT)
+    params: dict[str, str] = field(default_factory=dict)   # its DSN parameters, for a pass-along
     outcomes: list[Outcome] = field(default_factory=list)
     loops: list[str] = field(default_factory=list)
 
@@ -278,6 +285,9 @@ class LocalAgent:
         self.spool = cfg.get("mail_spool_directory")
         self.home_mailbox = cfg.get("home_mailbox")
         self.mailbox_command = cfg.get("mailbox_command")        # as written: no $name expansion
+        self.mailbox_transport = cfg.get("mailbox_transport").strip()
+        self.fallback_transport = cfg.get("fallback_transport").strip()
+        self.pass_timeout = passalong.PASS_TIMEOUT
         self.cmd_filter = frozenset(cfg.get("command_expansion_filter").encode("utf-8", "surrogateescape"))
         self.limit = cfg.get_int("mailbox_size_limit")
         self.delim = cfg.get("recipient_delimiter")
@@ -293,6 +303,7 @@ class LocalAgent:
         self.forward_raw = cfg.raw("forward_path") or cfg.default("forward_path") or ""
         self.export_env = cfg.get_list("export_environment")
         self._alias_tables: list | None = None
+        self._transport_maps: dict[str, TableList] = {}
         self._resolver = None
 
     # -- tables, opened when first needed so that a missing aliases.db defers mail
@@ -304,6 +315,28 @@ class LocalAgent:
             except Exception as e:   # ConfigError, TableTempError
                 raise TempFail(f"alias database unavailable: {e}", "4.3.0") from e
         return self._alias_tables
+
+    def transport_for(self, setting: str, user: str) -> str:
+        """The transport[:nexthop] of {setting}_maps for user (the bare name, as Postfix's
+        local(8) looks it up), else of the setting itself; "" when neither says."""
+        maps = self.cfg.get(f"{setting}_maps")
+        if maps.strip():
+            tl = self._transport_maps.get(setting)
+            try:
+                if tl is None:
+                    tl = self._transport_maps[setting] = TableList(maps)
+                value = tl.lookup(user)
+                if value is not None and _substitutes(tl):
+                    # Postfix opens these tables without $n substitution: the key is
+                    # the recipient's local part (the sender's choice), the result names
+                    # where its mail goes.
+                    raise ValueError("regular expression substitution is not allowed")
+            except Exception as e:   # ConfigError, TableTempError: details in the log, mail waits
+                maillog.log.warning(f"{setting}_maps lookup of {user!r}: {e}")
+                raise TempFail("table lookup failure", "4.3.0") from e
+            if value is not None and value.strip():
+                return value.strip()
+        return self.mailbox_transport if setting == "mailbox_transport" else self.fallback_transport
 
     def resolver(self):
         if self._resolver is None:
@@ -370,7 +403,7 @@ class LocalAgent:
         st = RequestState(req, message, delivered_to_headers(message[:1 << 20]), started)
         out = []
         for r in req.recipients:
-            rs = RcptState(r.original or r.address, r.address)
+            rs = RcptState(r.original or r.address, r.address, r.params)
             try:
                 self.expand_address(st, rs, r.address, req.sender, (), 0)
             except MailError as e:      # table failures and the like, before any delivery
@@ -399,10 +432,11 @@ class LocalAgent:
                                                          else "duplicate of a delivery already made")
         return base.RecipientResult(address, base.SENT, "2.0.0", reason, self.relay_name)
 
-    def record(self, st: RequestState, rs: RcptState, address: str, status: str, dsn: str, reason: str) -> None:
+    def record(self, st: RequestState, rs: RcptState, address: str, status: str, dsn: str, reason: str,
+               relay: str = "") -> None:
         rs.outcomes.append(Outcome(address, status, dsn, reason))
         line = base.delivery_log_line(st.req, base.RecipientResult(address, status, dsn, reason), st.started,
-                                      self.relay_name)
+                                      relay or self.relay_name)
         if rs.original and rs.original.lower() != address.lower() and ", orig_to=" not in line:
             line = line.replace(f"to=<{address}>", f"to=<{address}>, orig_to=<{rs.original}>", 1)
         maillog.log.info(line)
@@ -490,13 +524,12 @@ class LocalAgent:
                 return
         # 2. the user, from the password database
         try:
-            pw = pwd.getpwnam(user)
+            pw: pwd.struct_passwd | None = pwd.getpwnam(user)
         except KeyError:
-            self.record(st, rs, address, base.BOUNCED, "5.1.1", f"unknown user: \"{user}\"")
-            return
-        upriv = Privs.of(pw)
-        # 3. .forward
-        if not no_alias and parent != ("forward", user):
+            pw = None
+        # 3. .forward (only a user in the password database has one)
+        if pw is not None and not no_alias and parent != ("forward", user):
+            upriv = Privs.of(pw)
             found = run_as(upriv, read_forward, self.forward_paths(upriv, ext))
             if found is not None:
                 path, text = found
@@ -511,10 +544,61 @@ class LocalAgent:
                     self.expand_tokens(st, rs, address, tokens, sender, chain + (("forward", user),), depth + 1,
                                        "forward", upriv)
                     return
-        # 4. the mailbox. A mailbox_command sees the extension (EXTENSION, RECIPIENT), so
+        # 4. mailbox_transport_maps, mailbox_transport: another agent does the mailbox, for
+        #    every recipient that gets this far, in the password database or not (postconf(5)).
+        #    5. Not in the password database: fallback_transport_maps, fallback_transport, or
+        #    unknown user. The address handed on keeps its extension: user+a and user+b are
+        #    two deliveries ("mailbox LOCAL", as Postfix's duplicate filter).
+        try:
+            stage, target = "mailbox_transport", self.transport_for("mailbox_transport", user)
+            if not target and pw is None:
+                stage, target = "fallback_transport", self.transport_for("fallback_transport", user)
+        except MailError as e:
+            self.record(st, rs, address, base.DEFERRED, e.dsn, e.reason)
+            return
+        if target:
+            key = ("mailbox" if stage == "mailbox_transport" else "unknown", full.lower())
+            self.pass_along(st, rs, address, key, stage, target)
+            return
+        if pw is None:
+            self.record(st, rs, address, base.BOUNCED, "5.1.1", f"unknown user: \"{user}\"")
+            return
+        upriv = Privs.of(pw)
+        # 6. the mailbox. A mailbox_command sees the extension (EXTENSION, RECIPIENT), so
         #    user+a and user+b are two deliveries for it, as Postfix's "mailbox LOCAL" key.
         key = ("mailbox", full.lower()) if self.mailbox_command else ("mailbox", user)
         self.attempt(st, rs, address, key, lambda: self.deliver_mailbox(st, rs, address, sender, upriv))
+
+    def pass_along(self, st: RequestState, rs: RcptState, address: str, key: tuple, setting: str,
+                   value: str) -> None:
+        """Hand address to the agent of another transport (Postfix's deliver_pass) and take
+        its answer as this recipient's result. That agent logs the delivery (relay=its
+        server); we log only when it could not be asked (relay=none, as Postfix does).
+        The envelope sender is the message's (Postfix passes the request's sender, not
+        an owner- alias's)."""
+        if key in st.seen:
+            return
+        st.seen.add(key)
+        try:
+            target = passalong.parse_target(value, st.req.nexthop, setting)
+            if target.transport == self.service:    # it would come back here, forever
+                raise TempFail(f"{setting} {value!r} names this delivery service: mail loop", "4.3.5")
+            rcpt = base.RecipientRequest(address, rs.original, -1, rs.params)
+            res = passalong.deliver_pass(self.private_socket(target.transport), st.req, rcpt, target,
+                                         self.pass_timeout)
+        except MailError as e:
+            if e.temporary:
+                st.seen.discard(key)
+            self.record(st, rs, address, base.DEFERRED if e.temporary else base.BOUNCED, e.dsn, e.reason, "none")
+            return
+        if res.status == base.DEFERRED:
+            st.seen.discard(key)
+        rs.outcomes.append(Outcome(address, res.status, res.dsn, res.reason))
+
+    def private_socket(self, transport: str) -> str:
+        if self.store is not None:
+            return self.store.path("private", transport)
+        return os.path.join(self.cfg.get("queue_directory"), "private", transport)
 
     def owner_sender(self, key: str, owner_value: str) -> str:
         """The envelope sender of alias key's expansion: owner-key@$myorigin, or with
@@ -731,6 +815,15 @@ class LocalAgent:
                dest, rs.original or address, prefix, st.message, self.sync)
         _trigger_qmgr(self.store, qid)
         return f"forwarded as {qid}"
+
+
+def _substitutes(tl: TableList) -> bool:
+    """Does a regexp:/pcre: table of tl have a rule whose result uses $n?"""
+    for t in tl.tables:
+        for r in getattr(t, "rules", ()):
+            if any(isinstance(p, int) for p in (getattr(r, "result", None) or ())):
+                return True
+    return False
 
 
 def write_forward(incoming: str, qid: str, sender: str, dest: str, original: str, prefix: bytes,
