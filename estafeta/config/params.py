@@ -424,8 +424,8 @@ _ALL: list[Param] = [
        "EHLO keywords (any case) the SMTP server does not announce; dsn also refuses the DSN parameters, smtputf8 the SMTPUTF8 one; "
        "silent-discard stops the log line."),
     _p("smtpd_discard_ehlo_keyword_address_maps", List, "",
-       "Lookup tables, by client address, of EHLO keyword lists to discard instead of smtpd_discard_ehlo_keywords.",
-       ignored="not implemented yet: smtpd_discard_ehlo_keywords applies to every client"),
+       "Lookup tables, by client address, of EHLO keyword lists to discard instead of smtpd_discard_ehlo_keywords "
+       "(the first result wins; a lookup error answers EHLO with 421)."),
     _p("smtpd_forbid_bare_newline", Bool, "yes", "Reject bare LF line endings in SMTP commands and data (SMTP smuggling defence)."),
     _p("smtputf8_enable", Bool, "yes", "Announce and accept SMTPUTF8 (RFC 6531); no: not announced, and MAIL FROM ... SMTPUTF8 is refused as an unknown option."),
     _p("smtpd_worker_count", Int, "0", "Number of SMTP server worker processes (ours; 0 means one per CPU core)."),

@@ -17,16 +17,30 @@ SMTPUTF8 parameter (555); "8bitmime", "size", "vrfy" and "pipelining" only hide
 the keyword (BODY=, SIZE= and VRFY still work). The driver logs `ehlo_log` at each
 EHLO (not HELO).
 
+smtpd_discard_ehlo_keyword_address_maps (DiscardMaps), as Postfix's smtpd: at
+connect, before the banner, the tables are asked in order for the client address
+(the bare address text, IPv4-mapped IPv6 as IPv4; a cidr: table matches it as an
+address, a hash: or inline: table only as that exact string); the first result
+replaces smtpd_discard_ehlo_keywords for the whole session: EHLO reply, log line
+and the DSN/SMTPUTF8 parameter refusals alike. No result: the global list. A
+lookup error: the global list, and EHLO is answered 421 (the driver's part).
+The tables are opened once per process; DiscardMaps does the lookups and nothing
+else (the Table objects do the IO).
+
 Next: proto/smtp_server.py (the codec), daemons/smtpd.py, cli/sendmail.py.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from typing import Callable
 
 from ..config.main_cf import MainConfig
+from .errors import ConfigError
 from ..proto import dsn as proto_dsn
 from ..proto import replies as R
 from ..proto.smtp_server import DEFAULT_MAIL_PARAMS, ServerConnection
+from ..tables import Table, TableTempError, split_table_list
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +98,20 @@ def discard_log_line(discard: frozenset[str]) -> str:
     return "discarding EHLO keywords: " + " ".join(_LOGGED_AS.get(n, n) for n in DISCARD_NAMES if n in discard)
 
 
-def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
+def smtp_settings(cfg: MainConfig, *, dsn: bool = True, discard_words: list[str] | None = None) -> SmtpSettings:
     """The session settings main.cf asks for. `dsn=False` leaves out DSN (RFC 3461:
     the keyword and its MAIL/RCPT parameters): `sendmail -bs` writes to maildrop,
     which cannot carry NOTIFY or ORCPT per recipient, and offering what would be
-    dropped is worse than not offering it (Postfix's smtpd -S offers DSN)."""
+    dropped is worse than not offering it (Postfix's smtpd -S offers DSN).
+    `discard_words` replaces smtpd_discard_ehlo_keywords (a client's result from
+    smtpd_discard_ehlo_keyword_address_maps: see DiscardMaps)."""
     hostname = cfg.get("myhostname")
     size_limit = cfg.get_int("message_size_limit")
     utf8 = cfg.get_bool("smtputf8_enable")     # no: not announced, MAIL ... SMTPUTF8 refused
     vrfy = not cfg.get_bool("disable_vrfy_command")     # announced when enabled, as Postfix does
-    discard = discard_keywords(cfg.get_list("smtpd_discard_ehlo_keywords"))
+    if discard_words is None:
+        discard_words = cfg.get_list("smtpd_discard_ehlo_keywords")
+    discard = discard_keywords(discard_words)
     refused: tuple[tuple[str, R.Reply], ...] = ()
     if "DSN" in discard:        # even in sendmail -bs, as Postfix's smtpd -S
         dsn = False
@@ -121,3 +139,77 @@ def smtp_settings(cfg: MainConfig, *, dsn: bool = True) -> SmtpSettings:
         ehlo_log=discard_log_line(discard),
         refused_params=refused,
     )
+
+
+# Postfix splits a keyword list (main.cf or a table's result) on commas and white space.
+_WORDS = re.compile(r"[\s,]+")
+
+
+def lookup_key(addr: str) -> str:
+    """The key Postfix looks the client up with: its address as text, an IPv4-mapped
+    IPv6 address as the IPv4 one (Postfix's smtpd converts those at connect)."""
+    low = addr.lower()
+    if low.startswith("::ffff:") and "." in low:
+        return low[7:]
+    return addr
+
+
+class _UnopenedTable:
+    """A table that could not be opened (Postfix's surrogate): every lookup fails."""
+
+    def __init__(self, name: str, error: str) -> None:
+        self.name = name
+        self.error = error
+
+    def lookup(self, key: str) -> str | None:
+        raise TableTempError(f"{self.name} is unavailable: {self.error}")
+
+
+class DiscardMaps:
+    """smtpd_discard_ehlo_keyword_address_maps of one process: its tables, opened once
+    (here, at process start and at each reload), and the settings for each distinct
+    result, built once and kept (a bounded cache: results come from the
+    administrator's tables, so they are few)."""
+
+    CACHE = 256
+
+    def __init__(self, cfg: MainConfig, base: SmtpSettings, open_table: Callable[[str], Table], *,
+                 dsn: bool = True) -> None:
+        self.cfg = cfg
+        self.base = base
+        self.dsn = dsn
+        self.problems: list[str] = []         # found while opening: the caller logs them
+        self.tables: list[Table] = []
+        for spec in split_table_list(cfg.get("smtpd_discard_ehlo_keyword_address_maps")):
+            try:
+                self.tables.append(open_table(spec))
+            except (ConfigError, TableTempError, OSError) as e:
+                self.problems.append(f"{spec} is unavailable: {e}")
+                self.tables.append(_UnopenedTable(spec, str(e)))
+        self._settings: dict[str, SmtpSettings] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.tables)
+
+    def settings_for(self, addr: str) -> SmtpSettings:
+        """The settings of a session with the client at `addr`: the base ones, or those
+        of the first table that has a result for it. TableTempError when a table
+        cannot answer (the message names the table and the key, as Postfix's)."""
+        key = lookup_key(addr)
+        for table in self.tables:
+            try:
+                words = table.lookup(key)
+            except TableTempError as e:
+                raise TableTempError(f'{table.name} lookup error for "{key}": {e}') from e
+            if words is not None:
+                return self.for_words(words)
+        return self.base
+
+    def for_words(self, words: str) -> SmtpSettings:
+        s = self._settings.get(words)
+        if s is None:
+            if len(self._settings) >= self.CACHE:
+                self._settings.clear()
+            s = smtp_settings(self.cfg, dsn=self.dsn, discard_words=[w for w in _WORDS.split(words) if w])
+            self._settings[words] = s
+        return s

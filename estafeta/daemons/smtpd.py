@@ -12,7 +12,9 @@ logs only through maillog.esc.
 Each session is an asyncio.Protocol. Bytes go into the codec; events come out and
 are answered in order (pipelining: replies of one read are written together). The
 only wait in a session is at end of data, while cleanup makes the message durable:
-reading pauses until then, and only then does the client get 250.
+reading pauses until then, and only then does the client get 250. What EHLO hides
+from a client (smtpd_discard_ehlo_keyword_address_maps) is looked up at connect, and
+the session's codec is built for it (core/smtpsettings.py DiscardMaps).
 Next: policy/restrictions.py, cleanup.py.
 """
 from __future__ import annotations
@@ -30,7 +32,7 @@ from ..core import maillog
 from ..core.maillog import esc
 from ..core.queueid import new_queue_id
 from ..core.resolve import ALIAS, LOCAL, VIRTUAL, Resolver
-from ..core.smtpsettings import smtp_settings
+from ..core.smtpsettings import DiscardMaps, SmtpSettings, smtp_settings
 from ..policy import restrictions as P
 from ..proto import dsn
 from ..proto import events as ev
@@ -95,6 +97,11 @@ class SmtpdConfig:
         # Banner, EHLO, VRFY, SMTPUTF8, envelope syntax and limits: shared with
         # sendmail -bs (core/smtpsettings.py), which must answer the same.
         self.smtp = smtp_settings(cfg)
+        # smtpd_discard_ehlo_keyword_address_maps: opened here, once per process (a
+        # reload starts new workers); looked up at each connect (Session).
+        self.discard_maps = DiscardMaps(cfg, self.smtp, open_table)
+        for problem in self.discard_maps.problems:
+            maillog.log.warning(problem)
         self.hostname = self.smtp.hostname
         self.banner = self.smtp.banner
         self.timeout = cfg.get_duration("smtpd_timeout")
@@ -111,7 +118,6 @@ class SmtpdConfig:
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.cleanup = Cleanup(cfg, store)
         self.vrfy = self.smtp.vrfy
-        self.ehlo = self.smtp.ehlo          # with DSN (RFC 3461)
         self.helo = self.smtp.helo
         self.sessions = 0
         self.max_sessions = 0
@@ -132,6 +138,17 @@ class SmtpdConfig:
         for problem in self.policy.problems:
             maillog.log.warning(problem)
         self.board: SessionBoard | None = None
+
+    def session_settings(self, addr: str) -> tuple[SmtpSettings, str]:
+        """The settings for a client at `addr` (smtpd_discard_ehlo_keyword_address_maps
+        over smtpd_discard_ehlo_keywords), and "" or the lookup error: then the
+        global list holds and EHLO is answered 421, as Postfix does."""
+        if not self.discard_maps:
+            return self.smtp, ""
+        try:
+            return self.discard_maps.settings_for(addr), ""
+        except TableTempError as e:
+            return self.smtp, str(e)
 
     def total_sessions(self) -> int:
         return self.board.total() if self.board is not None else self.sessions
@@ -180,10 +197,12 @@ class SmtpdConfig:
 class Session(asyncio.Protocol):
     __slots__ = ("sc", "conn", "transport", "client", "addr", "trusted", "helo", "proto", "qid",
                  "sender", "rcpts", "txn", "busy", "out", "counts", "last", "timer", "write_error",
-                 "closed", "dsn", "effects")
+                 "closed", "dsn", "effects", "smtp", "ehlo_error")
 
     def __init__(self, sc: SmtpdConfig) -> None:
         self.sc = sc
+        self.smtp = sc.smtp                # this client's (connection_made)
+        self.ehlo_error = ""               # smtpd_discard_ehlo_keyword_address_maps failed
         self.conn = sc.smtp.connection()
         self.transport: asyncio.Transport | None = None
         self.helo = ""
@@ -217,6 +236,13 @@ class Session(asyncio.Protocol):
             transport.write(R.Reply(421, "4.3.2", f"{sc.hostname} Service temporarily unavailable; too many sessions").to_bytes())
             transport.close()
             return
+        # Postfix decides what EHLO hides from this client before the banner; the
+        # codec then takes the same list (DSN and SMTPUTF8 parameter refusals).
+        self.smtp, self.ehlo_error = sc.session_settings(self.addr)
+        if self.ehlo_error:
+            maillog.log.warning(esc(self.ehlo_error))
+        if self.smtp is not sc.smtp:
+            self.conn = self.smtp.connection()
         transport.write(self.conn.send(sc.banner))
         self.last = time.monotonic()
         self.timer = asyncio.get_running_loop().call_later(sc.timeout, self._check_timeout)
@@ -351,9 +377,14 @@ class Session(asyncio.Protocol):
         self.reset()
         self.helo = e.name
         self.proto = "ESMTP"
-        if self.sc.smtp.ehlo_log:        # smtpd_discard_ehlo_keywords, as Postfix: at each EHLO
-            maillog.log.info(self.sc.smtp.ehlo_log)
-        return self.sc.ehlo
+        if self.smtp.ehlo_log:        # smtpd_discard_ehlo_keywords, as Postfix: at each EHLO
+            maillog.log.info(self.smtp.ehlo_log)
+        if self.ehlo_error:           # Postfix: a warning, then 421 and the session ends
+            maillog.log.warning(f"don't know what EHLO features to announce to {self.client}")
+            r = R.Reply(421, "4.3.0", f"{self.sc.hostname} Server local data error", close=True)
+            maillog.log.info(f"{self.qid or 'NOQUEUE'}: reject: EHLO from {self.client}: {r}")
+            return r
+        return self.smtp.ehlo
 
     def on_mail(self, e: ev.MailFrom) -> R.Reply:
         self.reset()

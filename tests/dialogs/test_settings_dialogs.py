@@ -3,7 +3,9 @@ main.cf by core/smtpsettings.py, as smtpd and sendmail -bs build them.
 
 In these files an "@name = value" line is a main.cf setting (on top of
 myhostname = mx.test); "@sendmail-bs = 1" builds the settings as sendmail -bs
-does (no DSN). The rest of the format is tests/dialogs' (estafeta/testing/dialog.py).
+does (no DSN); "@client = 192.0.2.7" is the client address that
+smtpd_discard_ehlo_keyword_address_maps is asked with, as smtpd asks it at connect
+(default 127.0.0.1). The rest of the format is tests/dialogs' (estafeta/testing/dialog.py).
 """
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import Any
 import pytest
 
 from estafeta.config.main_cf import MainConfig
-from estafeta.core.smtpsettings import SmtpSettings, smtp_settings
+from estafeta.core.smtpsettings import DiscardMaps, SmtpSettings, smtp_settings
 from estafeta.proto.events import Ehlo, Event, Helo, Vrfy
 from estafeta.proto.replies import Reply
+from estafeta.tables import open_table
 from estafeta.testing.dialog import HOSTNAME, AcceptAllDriver, InMemoryPeer, run_dialog
 
 DIALOGS = sorted((Path(__file__).parent / "settings").glob("*.dialog"))
@@ -39,8 +42,13 @@ class SettingsDriver(AcceptAllDriver):
 class SettingsPeer(InMemoryPeer):
     def __init__(self, **options: Any) -> None:
         bs = bool(options.pop("sendmail-bs", 0))
+        client = str(options.pop("client", "127.0.0.1"))
         text = f"myhostname = {HOSTNAME}\n" + "".join(f"{k} = {v}\n" for k, v in options.items())
-        settings = smtp_settings(MainConfig.parse(text, "main.cf"), dsn=not bs)
+        cfg = MainConfig.parse(text, "main.cf")
+        settings = smtp_settings(cfg, dsn=not bs)
+        maps = DiscardMaps(cfg, settings, open_table, dsn=not bs)
+        assert not maps.problems, maps.problems
+        settings = maps.settings_for(client)
         super().__init__()
         self.driver = SettingsDriver(settings)
         self.conn = self.driver.conn
