@@ -6,23 +6,15 @@ actions; Sendmail's verbs (RELAY, ERROR:) are estafeta's own and tested in
 tests/e2e/test_access.py. Clients come from loopback addresses (smtplib's
 source_address), which neither server can resolve to a name.
 """
-import os
-import shutil
 import smtplib
-import subprocess
-import tempfile
 
 import pytest
+from postfix_private import REQUIRES, base_main, private_postfix
 
-from estafeta.testing.instance import Instance, free_port, wait_for
+from estafeta.testing.instance import Instance, free_port
 from estafeta.testing.postfix import MASTER_CF
 
-POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
-POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
-pytestmark = [
-    pytest.mark.skipif(not POSTFIX, reason="postfix not installed (Debian package postfix; .ci/run installs it)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="a private Postfix instance needs root"),
-]
+pytestmark = REQUIRES
 
 TABLES = {
     "client_access": """\
@@ -72,20 +64,11 @@ CASES = [(client, sender, rcpt)
 ] + [("127.0.0.1", "bulk@anywhere.example", "x@other.example"), ("127.0.0.1", "", "blocked@localhost")]
 
 
-
 @pytest.fixture
 def postfix():
-    T = tempfile.mkdtemp(prefix="pf-access-", dir="/tmp")
-    os.chmod(T, 0o755)
-    for d in ("etc", "spool"):
-        os.mkdir(os.path.join(T, d))
-    port = free_port()
-    main = f"""compatibility_level = 3.6
-queue_directory = {T}/spool
-data_directory = {T}/data
-maillog_file = {T}/maillog
-maillog_file_prefixes = {T}
-myhostname = mx.example.test
+    with private_postfix("pf-access-") as pf:
+        port = free_port()
+        main = base_main(pf.dir) + """myhostname = mx.example.test
 mydestination = localhost
 local_recipient_maps =
 inet_interfaces = loopback-only
@@ -95,28 +78,14 @@ alias_maps =
 default_transport = discard:no outbound delivery in tests
 smtpd_peername_lookup = no
 """
-    main += "".join(f"{k} = {v.format(d=T + '/etc')}\n" for k, v in RESTRICTIONS.items())
-    open(f"{T}/etc/main.cf", "w").write(main)
-    open(f"{T}/etc/master.cf", "w").write(MASTER_CF.format(port=port))
-    for name, text in TABLES.items():
-        open(f"{T}/etc/{name}", "w").write(text)
-        subprocess.run([POSTMAP, "-c", f"{T}/etc", f"hash:{T}/etc/{name}"], check=True, timeout=60)
-    subprocess.run([POSTFIX, "-c", f"{T}/etc", "check"], capture_output=True, timeout=60)
-    r = subprocess.run([POSTFIX, "-c", f"{T}/etc", "start"], capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr + open(f"{T}/maillog").read() if os.path.exists(f"{T}/maillog") else ""
-    wait_for(lambda: _open(port), 20, what="postfix smtpd")
-    yield {"dir": T, "port": port}
-    subprocess.run([POSTFIX, "-c", f"{T}/etc", "stop"], capture_output=True, timeout=60)
-    shutil.rmtree(T, ignore_errors=True)
-
-
-def _open(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+        main += "".join(f"{k} = {v.format(d=pf.etc)}\n" for k, v in RESTRICTIONS.items())
+        pf.write(main, MASTER_CF.format(port=port))
+        for name, text in TABLES.items():
+            with open(pf.path("etc", name), "w") as f:
+                f.write(text)
+            pf.postmap(name)
+        pf.start([port])
+        yield {"dir": pf.dir, "port": port}
 
 
 def rcpt_reply(port, client, sender, rcpt):

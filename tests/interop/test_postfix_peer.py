@@ -6,42 +6,34 @@ client. Postfix's reply to an unknown user comes back in our RFC 3464 bounce.
 """
 import email
 import glob
-import os
 import shutil
 import smtplib
 import subprocess
-import tempfile
 
 import pytest
+from postfix_private import REQUIRES, base_main, private_postfix
 
 from estafeta.testing.instance import Instance, free_port, wait_for
 from estafeta.testing.postfix import MASTER_CF
 
-POSTFIX = shutil.which("postfix") or ("/usr/sbin/postfix" if os.path.exists("/usr/sbin/postfix") else None)
-pytestmark = [
-    pytest.mark.skipif(not POSTFIX, reason="postfix not installed (Debian package postfix; .ci/run installs it)"),
-    pytest.mark.skipif(os.geteuid() != 0, reason="a private Postfix instance needs root"),
-]
-
+pytestmark = REQUIRES
 
 
 @pytest.fixture
 def postfix():
-    T = tempfile.mkdtemp(prefix="pf-peer-", dir="/tmp")
-    os.chmod(T, 0o755)
-    for d in ("etc", "spool", "vmail"):
-        os.mkdir(os.path.join(T, d))
-    shutil.chown(os.path.join(T, "vmail"), "nobody", "nogroup")
+    with private_postfix("pf-peer-", dirs=("vmail",)) as pf:
+        shutil.chown(pf.path("vmail"), "nobody", "nogroup")
+        yield _peer(pf)
+
+
+def _peer(pf):
+    """The test's handle on the private Postfix: its directory, port, and start()."""
+    T = pf.dir
     port = free_port()
     peer = {"dir": T, "port": port, "relay_to": None}
 
     def write_config(relay_to):
-        main = f"""compatibility_level = 3.6
-queue_directory = {T}/spool
-data_directory = {T}/data
-maillog_file = {T}/maillog
-maillog_file_prefixes = {T}
-myhostname = mx.example.test
+        main = base_main(T) + f"""myhostname = mx.example.test
 mydestination =
 inet_interfaces = loopback-only
 inet_protocols = ipv4
@@ -60,30 +52,16 @@ minimal_backoff_time = 1s
 maximal_backoff_time = 2s
 queue_run_delay = 1s
 """
-        open(f"{T}/etc/main.cf", "w").write(main)
-        open(f"{T}/etc/master.cf", "w").write(MASTER_CF.format(port=port))
-        open(f"{T}/etc/vmailbox", "w").write("alice@example.test example.test/alice/\n")
+        pf.write(main, MASTER_CF.format(port=port))
+        with open(pf.path("etc", "vmailbox"), "w") as f:
+            f.write("alice@example.test example.test/alice/\n")
 
     def start(relay_to=None):
         write_config(relay_to)
-        subprocess.run([POSTFIX, "-c", f"{T}/etc", "check"], capture_output=True, timeout=60)
-        r = subprocess.run([POSTFIX, "-c", f"{T}/etc", "start"], capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
-        wait_for(lambda: _open(port), 20, what="postfix smtpd")
+        pf.start([port])
 
     peer["start"] = start
-    yield peer
-    subprocess.run([POSTFIX, "-c", f"{T}/etc", "stop"], capture_output=True, timeout=60)
-    shutil.rmtree(T, ignore_errors=True)
-
-
-def _open(port):
-    import socket
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
+    return peer
 
 
 def test_estafeta_relays_to_postfix_and_gets_its_bounce(postfix):
