@@ -492,15 +492,22 @@ _ALL: list[Param] = [
     _p("fsync_queue", Bool, "yes", "fsync queue files and their directories before acknowledging mail (ours)."),
     _p("soft_bounce", Bool, "no", "Turn hard bounces into deferrals; for testing a new configuration."),
     # --- Notices -------------------------------------------------------------------
-    _p("notify_classes", List, "resource, software", "Problem classes reported to the postmaster: bounce, 2bounce, delay, policy, protocol, resource, software.",
-       ignored="not implemented yet: the postmaster gets double bounces only (2bounce_notice_recipient)"),
-    _p("2bounce_notice_recipient", Str, "postmaster", "Recipient of undeliverable bounces."),
-    _p("bounce_notice_recipient", Str, "postmaster", "Recipient of bounce copies when notify_classes has bounce.",
-       ignored="not implemented yet (notify_classes)"),
-    _p("delay_notice_recipient", Str, "postmaster", "Recipient of delay copies when notify_classes has delay.",
-       ignored="not implemented yet (notify_classes)"),
+    _p("notify_classes", List, "resource, software", "Problem classes reported to the postmaster. bounce: a copy, "
+       "message headers only, of every non-delivery notice, to bounce_notice_recipient; delay: the same for delay "
+       "notices, to delay_notice_recipient; 2bounce (or bounce): undeliverable notices (mail from the null sender) "
+       "to 2bounce_notice_recipient, otherwise they are discarded, as with the default. The SMTP session "
+       "transcripts of data, policy, protocol, resource and software (to error_notice_recipient) are not "
+       "implemented yet: qmgr logs a warning at start when one other than the default resource and software is "
+       "set. Postmaster notices come from double_bounce_sender; one that cannot be delivered is discarded."),
+    _p("2bounce_notice_recipient", Str, "postmaster", "Recipient of undeliverable notices (double bounces) when "
+       "notify_classes has 2bounce or bounce."),
+    _p("bounce_notice_recipient", Str, "postmaster", "Recipient of the postmaster copy (headers only) of non-delivery "
+       "notices when notify_classes has bounce."),
+    _p("delay_notice_recipient", Str, "postmaster", "Recipient of the postmaster copy (headers only) of delay "
+       "notices when notify_classes has delay."),
     _p("error_notice_recipient", Str, "postmaster", "Recipient of protocol, policy, resource and software problem reports.",
-       ignored="not implemented yet (notify_classes)"),
+       ignored="not implemented yet: no SMTP session transcripts (notify_classes data, policy, protocol, resource, "
+               "software) are sent"),
     _p("always_bcc", Str, "", "Address that gets a copy of every message entering the system (not of notices estafeta makes "
        "itself), added as a recipient with NOTIFY=NEVER."),
     _p("sender_bcc_maps", List, "", "Tables giving a BCC address per envelope sender (after canonical rewriting; keys as canonical(5)), "

@@ -8,6 +8,13 @@ them for people:
     DELAY    "Delayed Mail (still being retried)"       Action: delayed
     SUCCESS  "Successful Mail Delivery Report"          Action: delivered | relayed | expanded
 
+The postmaster can get notices too (postconf(5) notify_classes, decided by qmgr):
+a copy of a non-delivery notice ("Postmaster Copy: Undelivered Mail", class bounce)
+or of a delay notice ("Postmaster Warning: Delayed Mail", class delay), and the
+double bounce, an undeliverable notice (class 2bounce or bounce). Those carry the
+message headers only, whatever RET the sender asked for, and say who the notice
+was about instead of the polite boilerplate (Notice.postmaster_copy).
+
 Each is multipart/report; report-type=delivery-status (RFC 3462) with three parts:
 a text/plain explanation, the message/delivery-status fields (RFC 3464 2.2, 2.3)
 and the returned message: message/rfc822 for RET=FULL (default for failures),
@@ -36,6 +43,14 @@ SUBJECTS = {
     SUCCESS: "Successful Mail Delivery Report",
 }
 POSTMASTER_SUBJECT = "Postmaster Copy: Undelivered Mail"
+POSTMASTER_SUBJECTS = {FAILURE: POSTMASTER_SUBJECT, DELAY: "Postmaster Warning: Delayed Mail"}
+
+# postconf(5) notify_classes. estafeta sends the notices of the first three; the
+# others ask for SMTP session transcripts (smtpd, cleanup: error_notice_recipient),
+# not implemented yet. Postfix's default is "resource, software".
+NOTICE_CLASSES = frozenset({"bounce", "2bounce", "delay"})
+TRANSCRIPT_CLASSES = frozenset({"data", "policy", "protocol", "resource", "software"})
+DEFAULT_CLASSES = frozenset({"resource", "software"})
 
 # "host mx[192.0.2.7] said: 550 5.1.1 ... (in reply to RCPT TO command)": the
 # smtp agent's wording; the reply itself becomes the smtp Diagnostic-Code.
@@ -71,8 +86,42 @@ class Notice:
     envid: str = ""
     size_limit: int = 50000
     retry_until: float = 0.0  # DELAY: when the message expires
-    postmaster_copy: bool = False   # a double bounce: the notice goes to the postmaster
+    postmaster_copy: bool = False   # for the postmaster: a copy (sender set) or a double bounce (sender "")
     boundary: str = ""        # fixed by callers that need reproducible output (tests)
+
+
+@dataclass(frozen=True, slots=True)
+class PostmasterNotices:
+    """Who gets which postmaster notice; "" = not sent (the class is off)."""
+    bounce: str = ""          # copy of a non-delivery notice: bounce_notice_recipient
+    delay: str = ""           # copy of a delay notice: delay_notice_recipient
+    double_bounce: str = ""   # an undeliverable notice: 2bounce_notice_recipient
+
+    def copy_to(self, kind: str) -> str:
+        return self.bounce if kind == FAILURE else self.delay if kind == DELAY else ""
+
+
+def postmaster_notices(classes: list[str], bounce_rcpt: str, delay_rcpt: str,
+                       double_bounce_rcpt: str) -> tuple[PostmasterNotices, list[str]]:
+    """notify_classes as Postfix's bounce(8) reads it, and the warnings to log once.
+
+    bounce: a headers-only copy of every non-delivery notice to bounce_notice_recipient;
+    delay: the same for delay notices (delay_notice_recipient); 2bounce *or* bounce:
+    undeliverable notices (mail from the null sender) go to 2bounce_notice_recipient,
+    otherwise they are discarded; that includes the default "resource, software".
+    Names are case-insensitive. Postfix stops on an unknown name; here it is a
+    warning, the name is ignored and the rest applies."""
+    got = {c.strip().lower() for c in classes if c.strip()}
+    warnings = [f"notify_classes: unknown class {c!r}: ignored"
+                for c in sorted(got - NOTICE_CLASSES - TRANSCRIPT_CLASSES)]
+    asked = sorted((got & TRANSCRIPT_CLASSES) - DEFAULT_CLASSES)
+    if asked:
+        warnings.append(f"notify_classes: {', '.join(asked)}: SMTP session transcripts to "
+                        "error_notice_recipient are not implemented yet: ignored")
+    return PostmasterNotices(
+        bounce_rcpt if "bounce" in got else "",
+        delay_rcpt if "delay" in got else "",
+        double_bounce_rcpt if got & {"bounce", "2bounce"} else ""), warnings
 
 
 def one_line(text: str) -> str:
@@ -106,7 +155,13 @@ def human_text(n: Notice) -> str:
     top = f"This is the mail system at host {n.hostname}.\n\n"
     lines = "".join(f"<{one_line(r.address)}>: {one_line(r.reason)}\n" for r in n.recipients)
     sign = "                   The mail system\n\n"
-    if n.kind == FAILURE:
+    if n.postmaster_copy and n.sender:
+        what = ("could not be delivered to" if n.kind == FAILURE else
+                "is delayed, and still being retried, for")
+        body = (f"A copy for the postmaster: the message from <{one_line(n.sender)}>\n"
+                f"{what} the recipients below.\n"
+                "The headers of the message are attached below.\n\n")
+    elif n.kind == FAILURE:
         if n.postmaster_copy:
             body = ("An undeliverable delivery status notice (a double bounce) follows: the\n"
                     f"message from <{one_line(n.sender)}> could not be delivered, and its sender\n"
@@ -165,7 +220,9 @@ def status_fields(n: Notice) -> str:
 
 def returned_part(n: Notice) -> tuple[str, bytes]:
     """(content type, body) of the third part, at most size_limit bytes of it."""
-    ret = n.ret.upper() or ("FULL" if n.kind == FAILURE and not n.postmaster_copy else "HDRS")
+    # The postmaster gets headers only, whatever RET the sender asked for: the body
+    # is the sender's business (Postfix's postmaster copy).
+    ret = "HDRS" if n.postmaster_copy else n.ret.upper() or ("FULL" if n.kind == FAILURE else "HDRS")
     msg = n.original
     if ret == "HDRS":
         end = msg.find(b"\n\n")
@@ -191,12 +248,14 @@ def build(n: Notice) -> bytes:
     boundary = n.boundary or f"{n.queue_id}.{int(n.now * 1000)}/{n.hostname}"
     while f"--{boundary}".encode() in returned:     # RFC 2046 5.1.1: must not occur inside
         boundary += "=_"
-    subject = POSTMASTER_SUBJECT if n.postmaster_copy else SUBJECTS[n.kind]
+    subject = POSTMASTER_SUBJECTS.get(n.kind, POSTMASTER_SUBJECT) if n.postmaster_copy else SUBJECTS[n.kind]
+    # RFC 3834 5: a notice answers the sender's message; a postmaster copy answers nobody.
+    auto = "auto-generated" if n.postmaster_copy else "auto-replied"
     head = (f"From: MAILER-DAEMON@{n.hostname} (Mail Delivery System)\n"
             f"Subject: {subject}\n"
             f"To: <{one_line(n.to)}>\n"
             f"Date: {_date(n.now)}\n"
-            "Auto-Submitted: auto-replied\n"
+            f"Auto-Submitted: {auto}\n"
             "MIME-Version: 1.0\n"
             f'Content-Type: multipart/report; report-type=delivery-status;\n\tboundary="{boundary}"\n'
             "Content-Transfer-Encoding: 8bit\n"
@@ -209,7 +268,9 @@ def build(n: Notice) -> bytes:
             b"\nContent-Transfer-Encoding: " + _cte(human).encode() + b"\n\n" + human + b"\n",
         b + b"Content-Description: Delivery report\nContent-Type: message/delivery-status\n"
             b"Content-Transfer-Encoding: " + _cte(status).encode() + b"\n\n" + status + b"\n",
-        b + (b"Content-Description: Undelivered Message\n" if n.kind == FAILURE else
+        b + (b"Content-Description: Undelivered Message Headers\n"
+             if n.kind == FAILURE and ctype == "text/rfc822-headers" else
+             b"Content-Description: Undelivered Message\n" if n.kind == FAILURE else
              b"Content-Description: Message Headers\n" if ctype == "text/rfc822-headers" else
              b"Content-Description: Message\n") +
             f"Content-Type: {ctype}\n".encode() +

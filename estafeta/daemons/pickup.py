@@ -179,50 +179,77 @@ class Pickup:
     async def bounce(self, qid: str, sub: maildrop.Submission, txn, reply) -> None:
         """Return a rejected submission to its sender: an RFC 3464 failure notice
         (core/dsn.py) for every recipient that did not say NOTIFY=NEVER, holding the
-        message as submitted, queued through cleanup like qmgr's notices. Mail from
-        the null sender goes, headers only, to 2bounce_notice_recipient instead (a
-        double bounce). Then Postfix's log lines: one `status=bounced` per recipient
-        and `sender non-delivery notification: NEWID`. Raises OSError or
-        CleanupRefused when the notice cannot be queued (nothing is logged as bounced)."""
+        message as submitted, queued through cleanup like qmgr's notices. The
+        postmaster as qmgr does it (notify_classes, dsn.postmaster_notices): with class
+        bounce a headers-only copy goes to bounce_notice_recipient; mail from the null
+        sender goes, headers only, to 2bounce_notice_recipient when notify_classes has
+        2bounce or bounce (a double bounce), and is discarded otherwise (Postfix's
+        default). Then Postfix's log lines: one `status=bounced` per recipient and
+        `sender non-delivery notification: NEWID`. Raises OSError or CleanupRefused
+        when the notice cannot be queued (nothing is logged as bounced); a failed
+        postmaster copy is only a warning."""
         cfg = self.cfg
         now = time.time()
         status, text = reply.enhanced or "5.7.1", reply.text
         sender = txn.sender
-        hostname = cfg.get("myhostname")
-        double_bounce = f"{cfg.get('double_bounce_sender')}@{hostname}"
-        chosen = [(a, p) for a, p in txn.recipients
-                  if proto_dsn.wants(proto_dsn.notify_of(p, sub.attrs), "FAILURE")]
-        postmaster = not sender
-        if postmaster:
-            chosen = list(txn.recipients)
-        nqid = ""
-        if chosen and sender != double_bounce:
-            to = cfg.get("2bounce_notice_recipient") if postmaster else sender
-            reports = tuple(dsn.RecipientReport(a, "failed", status, text, p.get(proto_dsn.ORCPT, ""), "", now)
-                            for a, p in chosen)
-            notice = dsn.Notice(dsn.FAILURE, hostname, qid, sender, to, sub.arrival, now, reports, sub.message,
-                                "HDRS" if postmaster else sub.attrs.get(proto_dsn.RET, ""),
-                                sub.attrs.get(proto_dsn.ENVID, ""), cfg.get_int("bounce_size_limit"),
-                                postmaster_copy=postmaster)
-            nqid = new_queue_id()
-            ntxn = self.cleanup.open(nqid, double_bounce if postmaster else "", [(to, {})],
-                                     {"protocol": "local", "origin": "2bounce" if postmaster else "bounce"})
-            try:
-                ntxn.write(dsn.build(notice))
-                await ntxn.commit()
-            except BaseException:
-                ntxn.abort()
-                raise
+        double_bounce = f"{cfg.get('double_bounce_sender')}@{cfg.get('myhostname')}"
+        pm, _ = dsn.postmaster_notices(cfg.get_list("notify_classes"), cfg.get("bounce_notice_recipient"),
+                                       cfg.get("delay_notice_recipient"), cfg.get("2bounce_notice_recipient"))
+        everyone = list(txn.recipients)
+        notices: list[tuple[str, str]] = []        # (what, new queue id) for the log
+        if sender == double_bounce:
+            pass                                   # a postmaster notice itself: no notice back
+        elif not sender:
+            if pm.double_bounce:
+                notices.append(("postmaster non-delivery",
+                                await self._notice(qid, sub, sender, everyone, status, text, pm.double_bounce, now, True)))
+        else:
+            chosen = [(a, p) for a, p in everyone if proto_dsn.wants(proto_dsn.notify_of(p, sub.attrs), "FAILURE")]
+            if chosen:
+                notices.append(("sender non-delivery",
+                                await self._notice(qid, sub, sender, chosen, status, text, sender, now, False)))
         delay = base.fmt_delay(now - sub.arrival)
         for a, p in txn.recipients:
             orig = f", orig_to=<{maillog.esc(p['o'])}>" if p.get("o") and p["o"] != a else ""
             maillog.log.info(f"{qid}: to=<{maillog.esc(a)}>{orig}, relay=none, delay={delay}, "
                              f"delays={delay}/0/0/0, dsn={status}, status=bounced ({maillog.esc(text)})")
-        if nqid:
-            what = "postmaster non-delivery" if postmaster else "sender non-delivery"
+        for what, nqid in notices:
             maillog.log.info(f"{qid}: {what} notification: {nqid}")
-        elif sender == double_bounce:
-            maillog.log.info(f"{qid}: undeliverable double bounce discarded ({len(txn.recipients)} recipient(s))")
+        if sender == double_bounce:
+            maillog.log.info(f"{qid}: undeliverable double bounce discarded ({len(everyone)} recipient(s))")
+        elif not sender and not pm.double_bounce:
+            maillog.log.info(f"{qid}: undeliverable notice discarded ({len(everyone)} recipient(s)): "
+                             "notify_classes has neither 2bounce nor bounce")
+        elif sender and pm.bounce:
+            try:
+                nqid = await self._notice(qid, sub, sender, everyone, status, text, pm.bounce, now, True)
+                maillog.log.info(f"{qid}: postmaster non-delivery notification: {nqid}")
+            except (OSError, CleanupRefused) as e:
+                maillog.log.warning(f"{qid}: postmaster notice failed while notifying <{maillog.esc(sender)}>: {e}")
+
+    async def _notice(self, qid: str, sub: maildrop.Submission, sender: str, rcpts, status: str, text: str,
+                      to: str, now: float, postmaster: bool) -> str:
+        """Queue one failure notice about rcpts to `to`; its queue id. A postmaster
+        notice is headers only and comes from double_bounce_sender (never looped back)."""
+        cfg = self.cfg
+        hostname = cfg.get("myhostname")
+        reports = tuple(dsn.RecipientReport(a, "failed", status, text, p.get(proto_dsn.ORCPT, ""), "", now)
+                        for a, p in rcpts)
+        notice = dsn.Notice(dsn.FAILURE, hostname, qid, sender, to,
+                            sub.arrival, now, reports, sub.message,
+                            "HDRS" if postmaster else sub.attrs.get(proto_dsn.RET, ""),
+                            sub.attrs.get(proto_dsn.ENVID, ""), cfg.get_int("bounce_size_limit"),
+                            postmaster_copy=postmaster)
+        nqid = new_queue_id()
+        ntxn = self.cleanup.open(nqid, f"{cfg.get('double_bounce_sender')}@{hostname}" if postmaster else "",
+                                 [(to, {})], {"protocol": "local", "origin": "2bounce" if postmaster else "bounce"})
+        try:
+            ntxn.write(dsn.build(notice))
+            await ntxn.commit()
+        except BaseException:
+            ntxn.abort()
+            raise
+        return nqid
 
     def to_corrupt(self, name: str, why: str) -> None:
         maillog.log.warning(f"maildrop/{name}: bad submission, moved to corrupt: {maillog.esc(why)}")

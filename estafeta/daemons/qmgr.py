@@ -36,7 +36,7 @@ from ..delivery import base
 from ..proto import dsn as proto_dsn
 from ..queue import qfile, scheduler
 from ..queue.store import QueueStore
-from .cleanup import Cleanup
+from .cleanup import Cleanup, CleanupRefused
 
 SCAN_INCOMING_EVERY = 10.0
 
@@ -129,6 +129,13 @@ class Qmgr:
         self.flush_now = False
         self.tasks: set[asyncio.Task] = set()
         self.retried: set[str] = set()     # ids taken from deferred/ or recovered at start
+        # notify_classes: which notices the postmaster gets, read once (core/dsn.py).
+        self.postmaster, warnings = dsn.postmaster_notices(
+            cfg.get_list("notify_classes"), cfg.get("bounce_notice_recipient"),
+            cfg.get("delay_notice_recipient"), cfg.get("2bounce_notice_recipient"))
+        for w in warnings:
+            maillog.log.warning(w)
+        self.double_bounce = f"{cfg.get('double_bounce_sender')}@{cfg.get('myhostname')}"
 
     # -- the queue walk -------------------------------------------------------------
 
@@ -415,28 +422,44 @@ class Qmgr:
         ((queue recipient, result) pairs) whose NOTIFY asks for it, through cleanup
         like any new message, from the null sender.
 
-        Mail from the null sender (itself a notice) never gets a notice back: an
-        undeliverable one goes, headers only, to 2bounce_notice_recipient (a double
-        bounce, sent from double_bounce_sender); an undeliverable double bounce is
-        discarded. Delay and success notices for such mail are not sent at all."""
+        The postmaster (postconf(5) notify_classes, Postfix's bounce(8)): with class
+        bounce (delay), a headers-only copy of each non-delivery (delay) notice goes to
+        bounce_notice_recipient (delay_notice_recipient), for all of `items` whatever
+        their NOTIFY, once the sender's notice is queued. Mail from the null sender
+        (itself a notice) never gets a notice back: an undeliverable one goes, headers
+        only, to 2bounce_notice_recipient when notify_classes has 2bounce or bounce (a
+        double bounce), and is discarded otherwise (Postfix's default). Postmaster
+        notices come from double_bounce_sender, so one that cannot be delivered is
+        discarded: no loop. Delay and success notices for such mail are not sent."""
         qid = env.queue_id
         word = {dsn.FAILURE: "FAILURE", dsn.DELAY: "DELAY", dsn.SUCCESS: "SUCCESS"}[kind]
         chosen = [(r, res) for r, res in items
                   if proto_dsn.wants(proto_dsn.notify_of(r.params, env.attrs), word)
                   and not (kind == dsn.SUCCESS and res.action == "relayed-dsn")]
-        if env.sender and not chosen:
+        if env.sender and not chosen and kind == dsn.SUCCESS:
             return           # the common case: nobody asked (delivered mail without NOTIFY=SUCCESS)
-        double_bounce = f"{self.cfg.get('double_bounce_sender')}@{self.cfg.get('myhostname')}"
-        if not env.sender or env.sender == double_bounce:
+        if not env.sender or env.sender == self.double_bounce:
             if kind != dsn.FAILURE:
                 return
-            if not env.sender:
-                await self._send_notice(env, path, kind, items, self.cfg.get("2bounce_notice_recipient"),
-                                        double_bounce, postmaster=True)
-            else:
+            if env.sender:
                 maillog.log.info(f"{qid}: undeliverable double bounce discarded ({len(items)} recipient(s))")
+            elif self.postmaster.double_bounce:
+                await self._send_notice(env, path, kind, items, self.postmaster.double_bounce,
+                                        self.double_bounce, postmaster=True)
+            else:
+                maillog.log.info(f"{qid}: undeliverable notice discarded ({len(items)} recipient(s)): "
+                                 "notify_classes has neither 2bounce nor bounce")
             return
-        await self._send_notice(env, path, kind, chosen, env.sender, "")
+        if chosen:
+            await self._send_notice(env, path, kind, chosen, env.sender, "")
+        copy_to = self.postmaster.copy_to(kind)
+        if copy_to:
+            try:
+                await self._send_notice(env, path, kind, items, copy_to, self.double_bounce, postmaster=True)
+            except (OSError, CleanupRefused) as e:
+                # Not critical: the sender's notice is queued; retrying the message
+                # for the copy would send that notice again (Postfix: a warning).
+                maillog.log.warning(f"{qid}: postmaster notice failed while notifying <{maillog.esc(env.sender)}>: {e}")
 
     async def _send_notice(self, env: qfile.Envelope, path: str, kind: str, items, to: str, sender: str,
                            postmaster: bool = False) -> None:
@@ -458,8 +481,12 @@ class Qmgr:
         nqid = new_queue_id()
         origin = "2bounce" if postmaster else "bounce"
         txn = self.cleanup.open(nqid, sender, [(to, {})], {"protocol": "local", "origin": origin})
-        txn.write(dsn.build(notice))
-        await txn.commit()
+        try:
+            txn.write(dsn.build(notice))
+            await txn.commit()
+        except BaseException:
+            txn.abort()          # no half-written file left in incoming/
+            raise
         what = {dsn.FAILURE: "non-delivery", dsn.DELAY: "delay", dsn.SUCCESS: "delivery status"}[kind]
         maillog.log.info(f"{env.queue_id}: {'postmaster' if postmaster else 'sender'} {what} notification: {nqid}")
 

@@ -29,8 +29,14 @@ BODY_CHECKS = "/forbidden body words/   REJECT 5.7.1 body rejected\n"
 
 @pytest.fixture
 def inst(instance_factory):
+    # notify_classes = 2bounce: double bounces go to the postmaster (Postfix's default
+    # "resource, software" discards them; test_null_sender_reject_discarded_by_default).
+    return make_inst(instance_factory, notify_classes="2bounce")
+
+
+def make_inst(instance_factory, **main):
     i = instance_factory(main={"header_checks": "regexp:HC", "body_checks": "regexp:BC",
-                               "2bounce_notice_recipient": "demo@localhost"}, start=False)
+                               "2bounce_notice_recipient": "demo@localhost", **main}, start=False)
     i.cli("config", "-e", f"header_checks=regexp:{i.path('header_checks')}",
           f"body_checks=regexp:{i.path('body_checks')}")
     with open(i.path("header_checks"), "w") as f:
@@ -147,6 +153,36 @@ def test_null_sender_reject_goes_to_postmaster(inst):
     assert b"secret body" not in returned.as_bytes()
     assert blocks[0]["Status"] == "5.7.1"
     wait_for(lambda: "postmaster non-delivery notification: " in inst.log(), 10, what="log line")
+
+
+def test_null_sender_reject_discarded_by_default(instance_factory):
+    """Postfix's default notify_classes (resource, software) has neither 2bounce nor
+    bounce: an undeliverable notice is discarded, as qmgr does, with a log line."""
+    inst = make_inst(instance_factory)
+    sendmail(inst, "-f", "", "x@remote.example", input=b"Subject: please reject me\n\nx\n")
+    wait_for(lambda: "undeliverable notice discarded (1 recipient(s)): notify_classes has neither 2bounce nor bounce"
+             in inst.log(), 30, what="the discard line")
+    wait_for(lambda: maildrop(inst) == [], 10, what="maildrop emptied")
+    time.sleep(1)
+    assert notices(inst) == [] and "notification: " not in inst.log()
+
+
+def test_bounce_class_copies_the_postmaster(instance_factory):
+    """notify_classes = bounce: the sender gets the notice, bounce_notice_recipient a
+    headers-only copy from double_bounce_sender."""
+    inst = make_inst(instance_factory, notify_classes="bounce", bounce_notice_recipient="u1@localhost")
+    sendmail(inst, "-f", "demo@localhost", "x@remote.example", input=b"Subject: please reject me\n\nsecret body\n")
+    sent = wait_for(lambda: notices(inst), 30, what="the sender's notice")
+    copy = wait_for(lambda: notices(inst, "u1"), 30, what="the postmaster copy")
+    assert sent[0]["Subject"] == "Undelivered Mail Returned to Sender"
+    assert report(sent[0])[2].get_content_type() == "message/rfc822"
+    assert len(copy) == 1 and copy[0]["Subject"] == "Postmaster Copy: Undelivered Mail"
+    _, blocks, returned = report(copy[0])
+    assert returned.get_content_type() == "text/rfc822-headers" and b"secret body" not in returned.as_bytes()
+    assert blocks[0]["Status"] == "5.7.1"
+    log = inst.log()
+    assert "sender non-delivery notification: " in log and "postmaster non-delivery notification: " in log
+    assert re.search(r"from=<double-bounce@[^>]+>", log), "the copy comes from double_bounce_sender"
 
 
 def test_temporary_reject_stays_in_maildrop(inst):

@@ -203,7 +203,8 @@ def test_delay_warning_once(peers, instances):
 def test_null_sender_bounce_gets_no_notice_but_a_postmaster_double_bounce(peers, instances):
     port = free_port()
     peers.sink("127.0.0.1", port, "-f", "RCPT")
-    inst = instances({"relayhost": f"[127.0.0.1]:{port}", "2bounce_notice_recipient": "demo@localhost"})
+    inst = instances({"relayhost": f"[127.0.0.1]:{port}", "2bounce_notice_recipient": "demo@localhost",
+                      "notify_classes": "2bounce"})
     qid = send(inst, ["bob@tesis.com"], sender="")
     settled(inst, qid)
     wait_for(lambda: f"{qid}: postmaster non-delivery notification" in inst.log(), 20, what="log line: " + f"{qid}: postmaster non-delivery notification"[:60])
@@ -218,12 +219,27 @@ def test_null_sender_bounce_gets_no_notice_but_a_postmaster_double_bounce(peers,
 
 @needs_sink
 def test_null_sender_default_postmaster(peers, instances):
+    """2bounce_notice_recipient's default is postmaster, not demo."""
     port = free_port()
     peers.sink("127.0.0.1", port, "-f", "RCPT")
-    inst = instances({"relayhost": f"[127.0.0.1]:{port}"})
+    inst = instances({"relayhost": f"[127.0.0.1]:{port}", "notify_classes": "2bounce"})
     qid = send(inst, ["bob@tesis.com"], sender="")
     wait_for(lambda: f"{qid}: postmaster non-delivery notification" in inst.log(), 30, what="double bounce")
     assert notices(inst) == []
+
+
+@needs_sink
+def test_null_sender_double_bounce_discarded_by_default(peers, instances):
+    """Postfix's default notify_classes (resource, software) has neither 2bounce nor
+    bounce: the undeliverable notice is discarded (checked against Postfix 3.7)."""
+    port = free_port()
+    peers.sink("127.0.0.1", port, "-f", "RCPT")
+    inst = instances({"relayhost": f"[127.0.0.1]:{port}", "2bounce_notice_recipient": "demo@localhost"})
+    qid = send(inst, ["bob@tesis.com"], sender="")
+    wait_for(lambda: f"{qid}: undeliverable notice discarded (1 recipient(s))" in inst.log(), 30,
+             what="the discard line")
+    settled(inst, qid)
+    assert notices(inst) == [] and "postmaster non-delivery notification" not in inst.log()
 
 
 @needs_sink
