@@ -165,7 +165,7 @@ def human_text(n: Notice) -> str:
         if n.postmaster_copy:
             body = ("An undeliverable delivery status notice (a double bounce) follows: the\n"
                     f"message from <{one_line(n.sender)}> could not be delivered, and its sender\n"
-                    "cannot be told. The headers of the message are attached below.\n\n")
+                    "cannot be told. It is attached below.\n\n")
         else:
             body = ("I'm sorry to have to inform you that your message could not\n"
                     "be delivered to one or more recipients. It's attached below.\n\n"
@@ -220,9 +220,14 @@ def status_fields(n: Notice) -> str:
 
 def returned_part(n: Notice) -> tuple[str, bytes]:
     """(content type, body) of the third part, at most size_limit bytes of it."""
-    # The postmaster gets headers only, whatever RET the sender asked for: the body
-    # is the sender's business (Postfix's postmaster copy).
-    ret = "HDRS" if n.postmaster_copy else n.ret.upper() or ("FULL" if n.kind == FAILURE else "HDRS")
+    # A postmaster copy has headers only, whatever RET the sender asked for: the body
+    # is the sender's business. A double bounce (postmaster_copy, null sender) carries
+    # the undeliverable notice whole, as Postfix's does (postconf(5) 2bounce: "Send
+    # undeliverable bounced mail to the postmaster"); bounce_size_limit still applies.
+    if n.postmaster_copy:
+        ret = "HDRS" if n.sender else "FULL"
+    else:
+        ret = n.ret.upper() or ("FULL" if n.kind == FAILURE else "HDRS")
     msg = n.original
     if ret == "HDRS":
         end = msg.find(b"\n\n")

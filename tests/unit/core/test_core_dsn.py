@@ -100,12 +100,15 @@ def test_size_limit_cuts_at_a_line_end():
     assert body == big
 
 
-def test_postmaster_copy_headers_only():
+def test_double_bounce_carries_the_undeliverable_notice_whole():
+    """postconf(5) 2bounce: "Send undeliverable bounced mail to the postmaster": the
+    whole notice, not only its headers (a postmaster *copy* of a bounce has headers only)."""
     msg = parse(notice(sender="", to="postmaster", postmaster_copy=True))
     assert msg["Subject"] == "Postmaster Copy: Undelivered Mail"
     parts, head, _ = fields(msg)
     assert head["X-Estafeta-Sender"] == "rfc822;"
-    assert parts[2].get_content_type() == "text/rfc822-headers"
+    assert parts[2].get_content_type() == "message/rfc822"
+    assert b"body line 1" in dsn.build(notice(sender="", to="postmaster", postmaster_copy=True))
 
 
 def test_hostile_values_stay_on_one_line():

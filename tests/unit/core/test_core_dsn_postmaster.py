@@ -70,10 +70,13 @@ def test_sender_notice_is_unchanged():
     assert b"the secret body" in dsn.build(notice(postmaster_copy=False))
 
 
-def test_double_bounce_keeps_its_own_text():
+def test_double_bounce_keeps_its_own_text_and_the_whole_notice():
     msg = parse(notice(sender="", to="postmaster"))
     assert msg["Subject"] == "Postmaster Copy: Undelivered Mail"
-    assert "a double bounce" in list(msg.iter_parts())[0].get_content()
+    parts = list(msg.iter_parts())
+    assert "a double bounce" in parts[0].get_content()
+    assert parts[2].get_content_type() == "message/rfc822"
+    assert b"the secret body" in dsn.build(notice(sender="", to="postmaster"))
 
 
 RCPTS = ("pm-bounce", "pm-delay", "pm-2bounce")
