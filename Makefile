@@ -24,6 +24,7 @@ run: install
 	$(BIN)/estafeta -c $(INSTANCE) start --foreground
 
 test: install
+	@bash tools/install-peers
 	$(BIN)/pytest -q -rs --durations=15
 
 # Crash, fault and hostile-input torture at a larger scale (the short version, scale 1,

@@ -54,7 +54,7 @@ def test_unknown_user_and_relay_refused(instance_factory):
     wait_for(lambda: "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <someone@remote.example>: Relay access denied" in inst.log(), 20, what="log line: " + "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 454 4.7.1 <someone@remote.example>: Relay access denied"[:60])
 
 
-@pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed (Debian package swaks; .ci/run installs it as root)")
+@pytest.mark.skipif(not shutil.which("swaks"), reason="swaks not installed (Debian package swaks; make test installs it as root: tools/install-peers)")
 def test_swaks(instance):
     r = subprocess.run(["swaks", "--server", f"127.0.0.1:{instance.port}", "--to", "demo@localhost",
                         "--from", "swaks@example.org", "--header", "Subject: via swaks", "--body", "swaks body"],

@@ -26,7 +26,7 @@ def received_qids(paths):
     return out
 
 
-@pytest.mark.skipif(not SMTP_SOURCE, reason="smtp-source not installed (Debian package postfix; .ci/run installs it as root)")
+@pytest.mark.skipif(not SMTP_SOURCE, reason="smtp-source not installed (Debian package postfix; make test installs it as root: tools/install-peers)")
 def test_smtp_source_1000_messages_10_sessions(instance):
     r = subprocess.run([SMTP_SOURCE, "-s", "10", "-m", "1000", "-l", "1024", "-f", "sender@example.org",
                         "-t", "demo@localhost", f"127.0.0.1:{instance.port}"],

@@ -34,7 +34,7 @@ POSTMAP = shutil.which("postmap") or "/usr/sbin/postmap"
 
 # pytestmark for every test module that starts one.
 REQUIRES = [
-    pytest.mark.skipif(not POSTFIX, reason="postfix not installed (Debian package postfix; .ci/run installs it)"),
+    pytest.mark.skipif(not POSTFIX, reason="postfix not installed (Debian package postfix; make test installs it as root: tools/install-peers)"),
     pytest.mark.skipif(os.geteuid() != 0, reason="a private Postfix instance needs root"),
 ]
 
