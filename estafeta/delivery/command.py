@@ -22,7 +22,8 @@ Trust boundary: the output is the command's, so possibly hostile; it only ever
 becomes one printable line of text. `run_command` runs an argv without a shell
 (callers that want one put it in argv), as `privs` when given (switched by
 subprocess between fork and exec), in its own process group, killed as a group
-at the time limit.
+at the time limit. A working directory given as `chdir` (the local agent's
+command_execution_directory) is entered after the switch, with privs' rights.
 Next: delivery/local.py (deliver_command), delivery/pipe.py (PipeAgent.run).
 """
 from __future__ import annotations
@@ -108,21 +109,65 @@ def outcome(returncode: int | None, output: bytes, command: str) -> tuple[str, s
     return base.BOUNCED, "5.3.0", f'Command died with status {returncode}: "{command}"{with_out}'
 
 
+class ChdirError(OSError):
+    """The command's working directory could not be entered with the command's rights:
+    nothing ran. OSError(errno, strerror, directory)."""
+
+
+EX_TEMPFAIL = 75
+
+
 def run_command(argv: list[str], data: bytes, privs: Privs | None, cwd: str, env: dict[str, str],
-                timeout: float, preexec: Callable[[], None] | None = None) -> tuple[int | None, bytes]:
+                timeout: float, preexec: Callable[[], None] | None = None,
+                chdir: str = "") -> tuple[int | None, bytes]:
     """Run argv with data on stdin; (exit status or None on timeout, output).
 
     stdout and stderr are one stream; only the first OUTPUT_LIMIT bytes are kept and
     the rest is read and dropped, so a chatty command neither blocks nor fills memory.
-    `preexec` runs in the child after the switch to privs, before exec. Raises
-    OSError when the command cannot start, subprocess.SubprocessError when preexec
-    failed.
+    The child starts in `cwd`, entered with our own rights (the agent's working
+    directory: Postfix's daemons run in the queue directory). `chdir`, when set, is
+    entered next, after the switch to privs, so with the command's rights (as Postfix's
+    pipe_command does with command_execution_directory); when that fails the child
+    exits before exec and ChdirError is raised. `preexec` runs in the child after
+    the switch to privs and the chdir, before exec. Raises OSError when the command
+    cannot start, subprocess.SubprocessError when preexec failed.
     """
     kw: dict = {}
     if privs is not None:
         kw = {"user": privs.uid, "group": privs.gid, "extra_groups": privs.groups()}
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=cwd, env=env, close_fds=True, start_new_session=True, preexec_fn=preexec, **kw)
+    child = preexec
+    report_r = report_w = -1
+    if chdir:
+        # The child tells why over a close-on-exec pipe: its stdout is the command's
+        # output, which must not be mistaken for ours. Only os calls between fork and
+        # exec: nothing is imported there (the interpreter may be unreadable by privs).
+        report_r, report_w = os.pipe()
+
+        def enter() -> None:
+            try:
+                os.chdir(chdir)
+            except OSError as e:
+                os.write(report_w, str(e.errno).encode())
+                os._exit(EX_TEMPFAIL)
+            if preexec is not None:
+                preexec()
+        child = enter
+    try:
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                cwd=cwd, env=env, close_fds=True, start_new_session=True, preexec_fn=child, **kw)
+    except BaseException:
+        if report_r >= 0:
+            os.close(report_r)
+            os.close(report_w)
+        raise
+    if report_r >= 0:
+        os.close(report_w)
+        try:
+            failed = _child_report(report_r, proc)
+        finally:
+            os.close(report_r)
+        if failed is not None:
+            raise ChdirError(failed, os.strerror(failed), chdir)
 
     def feed() -> None:
         try:
@@ -170,3 +215,19 @@ def run_command(argv: list[str], data: bytes, privs: Privs | None, cwd: str, env
     writer.join()
     proc.stdout.close()
     return (None if timed_out else proc.returncode), bytes(kept)
+
+
+def _child_report(fd: int, proc: subprocess.Popen) -> int | None:
+    """The errno a child sent on fd before exec, else None. Popen has returned, so the
+    child has exec'd (fd closed with nothing in it) or exited (what it wrote is there)."""
+    os.set_blocking(fd, False)
+    try:
+        got = os.read(fd, 32)
+    except BlockingIOError:         # another thread's child may still hold fd open
+        return None
+    if not got:
+        return None
+    proc.stdin.close()
+    proc.wait()
+    proc.stdout.close()
+    return int(got)

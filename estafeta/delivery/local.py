@@ -6,8 +6,10 @@ For each recipient in a local domain, in order:
      that names itself ("user: user, other") means the user's own mailbox. When
      `owner-name` exists it becomes the envelope sender of the expansion (with
      expand_owner_alias = yes: what owner-name expands to, when that is one address).
-  2. the user's .forward (forward_path), read with the user's rights.
-  3. the mailbox: with mailbox_command set, that command, run through the shell as
+  2. the user's .forward (forward_path, $name-expanded per recipient by local_expand,
+     each value censored with forward_expansion_filter), read with the user's rights.
+  3. the mailbox: with a command for the user in mailbox_command_maps (keyed by the
+     bare user name), or else mailbox_command, that command, run through the shell as
      the user (default_privs for root) with the message on stdin, as Postfix's
      local(8) does; otherwise mail_spool_directory/USER in mbox format (mode 0600
      owned by the user), or home_mailbox under the home directory ("Maildir/" with
@@ -29,6 +31,10 @@ SASL_USERNAME (all but USER, LOGNAME, SENDER, RECIPIENT and LOCAL only when not
 empty), every character not in command_expansion_filter replaced by "_"; besides
 them PATH (/usr/bin:/bin) and export_environment.
 mailbox_command is not $name-expanded (postconf(5): "$EXTENSION" is for the shell).
+Commands run in the queue directory (local(8): "The current working directory is
+the mail queue directory"), or in command_execution_directory, expanded as
+forward_path (censored with execution_directory_expansion_filter) and entered with
+the command's rights; when that fails the delivery is deferred.
 How a command's end is read (exit status, signal, time limit, "D.S.N text" output)
 is delivery/command.py, shared with the pipe agent.
 Addresses of other domains or transports in an expansion are forwarded: a new
@@ -83,12 +89,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core import maillog
-from ..core.errors import MailError, PermFail, TempFail
+from ..core.errors import ConfigError, MailError, PermFail, TempFail
 from ..queue import qfile
+from ..queue.store import QueueFileWriter, fsync_dir
 from ..tables import TableList, open_table, split_table_list
 from ..tables.aliases import ADDRESS, COMMAND, FILE, INCLUDE, Token, parse_list
 from . import base, passalong
-from .command import outcome, run_command
+from .command import ChdirError, outcome, run_command
 from .mailbox import append_mbox, from_line, mbox_image, write_maildir
 
 MAX_DEPTH = 100          # nested alias/.forward/include levels before we call it a loop
@@ -288,7 +295,11 @@ class LocalAgent:
         self.mailbox_transport = cfg.get("mailbox_transport").strip()
         self.fallback_transport = cfg.get("fallback_transport").strip()
         self.pass_timeout = passalong.PASS_TIMEOUT
-        self.cmd_filter = frozenset(cfg.get("command_expansion_filter").encode("utf-8", "surrogateescape"))
+        self.cmd_filter = _charset(cfg.get("command_expansion_filter"))
+        self.forward_filter = _charset(cfg.get("forward_expansion_filter"))
+        self.exec_dir_filter = _charset(cfg.get("execution_directory_expansion_filter"))
+        # Both as written (RAW_PARAMS): expanded per recipient by local_expand.
+        self.exec_dir = cfg.get("command_execution_directory").strip()
         self.limit = cfg.get_int("mailbox_size_limit")
         self.delim = cfg.get("recipient_delimiter")
         self.sync = cfg.get_bool("fsync_queue")
@@ -302,8 +313,11 @@ class LocalAgent:
         self.propagate = set(cfg.get_list("propagate_unmatched_extensions"))
         self.forward_raw = cfg.raw("forward_path") or cfg.default("forward_path") or ""
         self.export_env = cfg.get_list("export_environment")
+        # Commands start in the queue directory, Postfix's daemons' working directory
+        # (local(8): "The current working directory is the mail queue directory").
+        self.queue_dir = store.root if store is not None else cfg.get("queue_directory")
         self._alias_tables: list | None = None
-        self._transport_maps: dict[str, TableList] = {}
+        self._maps: dict[str, TableList] = {}
         self._resolver = None
 
     # -- tables, opened when first needed so that a missing aliases.db defers mail
@@ -316,26 +330,34 @@ class LocalAgent:
                 raise TempFail(f"alias database unavailable: {e}", "4.3.0") from e
         return self._alias_tables
 
+    def map_lookup(self, maps_param: str, user: str) -> str | None:
+        """What the tables of maps_param (a *_maps parameter, opened when first needed
+        and kept) say for user, the bare name as Postfix's local(8) looks it up; None
+        when they say nothing (or are not set), or only an empty value."""
+        maps = self.cfg.get(maps_param)
+        if not maps.strip():
+            return None
+        tl = self._maps.get(maps_param)
+        try:
+            if tl is None:
+                tl = self._maps[maps_param] = TableList(maps)
+            value = tl.lookup(user)
+            if value is not None and _substitutes(tl):
+                # Postfix opens these tables without $n substitution: the key is the
+                # recipient's local part (the sender's choice), the result names where
+                # its mail goes or the command that gets it.
+                raise ValueError("regular expression substitution is not allowed")
+        except Exception as e:   # ConfigError, TableTempError: details in the log, mail waits
+            maillog.log.warning(f"{maps_param} lookup of {user!r}: {e}")
+            raise TempFail("table lookup failure", "4.3.0") from e
+        return value.strip() if value is not None and value.strip() else None
+
     def transport_for(self, setting: str, user: str) -> str:
-        """The transport[:nexthop] of {setting}_maps for user (the bare name, as Postfix's
-        local(8) looks it up), else of the setting itself; "" when neither says."""
-        maps = self.cfg.get(f"{setting}_maps")
-        if maps.strip():
-            tl = self._transport_maps.get(setting)
-            try:
-                if tl is None:
-                    tl = self._transport_maps[setting] = TableList(maps)
-                value = tl.lookup(user)
-                if value is not None and _substitutes(tl):
-                    # Postfix opens these tables without $n substitution: the key is
-                    # the recipient's local part (the sender's choice), the result names
-                    # where its mail goes.
-                    raise ValueError("regular expression substitution is not allowed")
-            except Exception as e:   # ConfigError, TableTempError: details in the log, mail waits
-                maillog.log.warning(f"{setting}_maps lookup of {user!r}: {e}")
-                raise TempFail("table lookup failure", "4.3.0") from e
-            if value is not None and value.strip():
-                return value.strip()
+        """The transport[:nexthop] of {setting}_maps for user, else of the setting
+        itself; "" when neither says."""
+        value = self.map_lookup(f"{setting}_maps", user)
+        if value is not None:
+            return value
         return self.mailbox_transport if setting == "mailbox_transport" else self.fallback_transport
 
     def resolver(self):
@@ -530,7 +552,7 @@ class LocalAgent:
         # 3. .forward (only a user in the password database has one)
         if pw is not None and not no_alias and parent != ("forward", user):
             upriv = Privs.of(pw)
-            found = run_as(upriv, read_forward, self.forward_paths(upriv, ext))
+            found = run_as(upriv, read_forward, self.forward_paths(upriv, address))
             if found is not None:
                 path, text = found
                 try:
@@ -564,10 +586,17 @@ class LocalAgent:
             self.record(st, rs, address, base.BOUNCED, "5.1.1", f"unknown user: \"{user}\"")
             return
         upriv = Privs.of(pw)
-        # 6. the mailbox. A mailbox_command sees the extension (EXTENSION, RECIPIENT), so
-        #    user+a and user+b are two deliveries for it, as Postfix's "mailbox LOCAL" key.
-        key = ("mailbox", full.lower()) if self.mailbox_command else ("mailbox", user)
-        self.attempt(st, rs, address, key, lambda: self.deliver_mailbox(st, rs, address, sender, upriv))
+        # 6. the mailbox: mailbox_command_maps (keyed by the bare user name, as
+        #    mailbox_transport_maps), mailbox_command, home_mailbox, the spool. A command
+        #    sees the extension (EXTENSION, RECIPIENT), so user+a and user+b are two
+        #    deliveries for it, as Postfix's "mailbox LOCAL" key.
+        try:
+            command = self.map_lookup("mailbox_command_maps", user) or self.mailbox_command
+        except MailError as e:
+            self.record(st, rs, address, base.DEFERRED, e.dsn, e.reason)
+            return
+        key = ("mailbox", full.lower()) if command else ("mailbox", user)
+        self.attempt(st, rs, address, key, lambda: self.deliver_mailbox(st, rs, address, sender, upriv, command))
 
     def pass_along(self, st: RequestState, rs: RcptState, address: str, key: tuple, setting: str,
                    value: str) -> None:
@@ -634,13 +663,37 @@ class LocalAgent:
         value = f"{local}{self.delim[0]}{ext}" + (f"@{domain}" if at else "")
         return Token(ADDRESS, value, tok.no_alias)
 
-    def forward_paths(self, u: Privs, ext: str) -> list[str]:
-        vals = {"home": u.home, "user": u.name, "extension": ext, "shell": u.shell,
-                "recipient_delimiter": self.delim[:1] if ext else ""}
-        cfg = self.cfg.overrides(vals)
+    def local_expand(self, setting: str, template: str, u: Privs, address: str, recipient: str,
+                     keep: frozenset[int]) -> str:
+        """template (forward_path, command_execution_directory) with this delivery's
+        $user, $home, $shell (of u), $recipient, $extension, $domain, $local (the whole
+        local part, lowercased) and $recipient_delimiter (the one found in the address,
+        else the first of recipient_delimiter, as Postfix 3.7.8 and later), also as
+        ${name}, $(name), ${name?value}, ${name:value} and ${name?{a}:{b}}. Each value
+        is censored with `keep` first (Postfix's forward_expansion_filter and
+        execution_directory_expansion_filter): it comes from the sender's address.
+        Other $names expand as main.cf's. Bad syntax: TempFail 4.3.5, as Postfix."""
+        user, ext, domain = self.split_local(address)
+        local = address.rpartition("@")[0] if "@" in address else address
+        if local.startswith('"') and local.endswith('"') and len(local) >= 2:
+            local = local[1:-1]
+        local = local.lower()
+        vals = {"user": user, "home": u.home, "shell": u.shell, "recipient": recipient, "extension": ext,
+                "domain": domain, "local": local,
+                "recipient_delimiter": local[len(user)] if len(local) > len(user) else self.delim[:1]}
+        # "$$": a value is text, never expanded again ("user+$x" stays "$x" when keep allows "$").
+        cfg = self.cfg.overrides({k: self.censor(v, keep).replace("$", "$$") for k, v in vals.items()})
+        try:
+            return cfg.expand(template)
+        except ConfigError as e:
+            maillog.log.warning(f"bad parameter value syntax for {setting}: {template}: {e}")
+            raise TempFail("mail system configuration error", "4.3.5") from e
+
+    def forward_paths(self, u: Privs, address: str) -> list[str]:
+        """forward_path for user u receiving address: its absolute paths, in order."""
         out: list[str] = []
         for item in split_table_list(self.forward_raw):
-            p = cfg.expand(item)
+            p = self.local_expand("forward_path", item, u, address, address, self.forward_filter)
             if p.startswith("/") and p not in out:
                 out.append(p)
         return out
@@ -708,9 +761,12 @@ class LocalAgent:
         h += f"Delivered-To: {address}\n"
         return h.encode("utf-8", "surrogateescape")
 
-    def deliver_mailbox(self, st: RequestState, rs: RcptState, address: str, sender: str, u: Privs) -> str:
-        if self.mailbox_command:
-            return self.deliver_command(st, rs, address, sender, self.mailbox_command, u)
+    def deliver_mailbox(self, st: RequestState, rs: RcptState, address: str, sender: str, u: Privs,
+                        command: str = "") -> str:
+        """The mailbox of u: `command` (of mailbox_command_maps or mailbox_command) when
+        set, else the Maildir or mbox file."""
+        if command:
+            return self.deliver_command(st, rs, address, sender, command, u)
         if self.home_mailbox:
             path = os.path.join(u.home, self.home_mailbox)
             if self.home_mailbox.endswith("/"):
@@ -777,24 +833,38 @@ class LocalAgent:
                 env[k] = self.censor(v)
         return env
 
-    def censor(self, value: str) -> str:
-        """Every byte not in command_expansion_filter becomes "_" (shell and file system
-        safety of what a remote sender chose)."""
+    def censor(self, value: str, keep: frozenset[int] | None = None) -> str:
+        """Every byte not in keep (command_expansion_filter by default) becomes "_"
+        (shell and file system safety of what a remote sender chose)."""
+        keep = self.cmd_filter if keep is None else keep
         raw = value.encode("utf-8", "surrogateescape")
-        return bytes(c if c in self.cmd_filter else 0x5F for c in raw).decode("utf-8", "surrogateescape")
+        return bytes(c if c in keep else 0x5F for c in raw).decode("utf-8", "surrogateescape")
 
     def deliver_command(self, st: RequestState, rs: RcptState, address: str, sender: str, cmd: str, p: Privs) -> str:
         """|cmd through local_command_shell (/bin/sh -c), with the message on stdin, as p
         (default_privs instead of root), with mailbox_size_limit as its file size limit and
-        command_time_limit to finish. Its end is read as Postfix does (delivery/command.py)."""
+        command_time_limit to finish. Its end is read as Postfix does (delivery/command.py).
+
+        It runs in the queue directory, as under Postfix, or in command_execution_directory
+        ($name-expanded here, with p's $home and $shell), entered as the runner: when that
+        fails nothing runs and the recipient is deferred (4.3.0 "temporary failure", as
+        Postfix's EX_TEMPFAIL; the reason in a warning)."""
         data = from_line(sender) + self.headers(st, rs, address, sender) + st.message
         argv = ["/bin/sh", "-c", cmd] if not self.shell else self.shell.split() + [cmd]
         runner = self.not_root(p)
-        cwd = runner.home if os.path.isdir(runner.home) else "/"
+        exec_dir = ""
+        if self.exec_dir:
+            exec_dir = self.local_expand("command_execution_directory", self.exec_dir, p, address,
+                                         rs.rcpt or address, self.exec_dir_filter)
+        cwd = self.queue_dir if os.path.isdir(self.queue_dir) else "/"
         try:
             rc, out = run_command(argv, data, runner if _privileged() else None, cwd,
                                   self.command_env(st, rs, address, sender, p), self.cmd_limit,
-                                  command_file_limit(self.limit))
+                                  command_file_limit(self.limit), exec_dir)
+        except ChdirError as e:
+            maillog.log.warning(f"{st.req.queue_id}: cannot change directory to \"{exec_dir}\" for "
+                                f"uid={runner.uid} gid={runner.gid}: {e.strerror}")
+            raise TempFail("temporary failure", "4.3.0") from e
         except OSError as e:
             raise TempFail(f"cannot run command: {e.strerror}", "4.3.0") from e
         except subprocess.SubprocessError as e:    # the limit could not be set in the child
@@ -817,6 +887,11 @@ class LocalAgent:
         return f"forwarded as {qid}"
 
 
+def _charset(chars: str) -> frozenset[int]:
+    """A *_expansion_filter as the set of bytes it allows."""
+    return frozenset(chars.encode("utf-8", "surrogateescape"))
+
+
 def _substitutes(tl: TableList) -> bool:
     """Does a regexp:/pcre: table of tl have a rule whose result uses $n?"""
     for t in tl.tables:
@@ -828,8 +903,7 @@ def _substitutes(tl: TableList) -> bool:
 
 def write_forward(incoming: str, qid: str, sender: str, dest: str, original: str, prefix: bytes,
                   message: bytes, sync: bool) -> None:
-    from ..queue import qfile
-    from ..queue.store import QueueFileWriter, fsync_dir
+    """Runs as mail_owner, after the switch: everything it uses is imported at the top."""
     w = QueueFileWriter(incoming, qid, sync)
     try:
         w.write(qfile.encode_envelope(time.time(), sender, [(dest, {"o": original})], {"protocol": "local"}))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: creates s
 @pytest.fixture(scope="module")
 def users():
     tag = secrets.token_hex(3)
-    names = {role: f"et{tag}{role}" for role in ("xavier", "pepe", "juan", "md", "mc")}
+    names = {role: f"et{tag}{role}" for role in ("xavier", "pepe", "juan", "md", "mc", "cd")}
     made = []
     try:
         for n in names.values():
@@ -307,6 +307,36 @@ def test_mailbox_command(users, instance_factory) -> None:
     later = next(x for x in log if f"to=<{u}+later@localhost>, relay=local" in x)
     assert "dsn=5.2.2, status=bounced (over quota )" in full, full
     assert "dsn=4.3.0, status=deferred (temporary failure. Command output: try again )" in later, later
+
+
+def test_mailbox_command_maps_in_command_execution_directory(users, instance_factory) -> None:
+    """mailbox_command_maps (keyed by the bare user name) names the user's command; it
+    runs in command_execution_directory, expanded per recipient ($home, $extension) and
+    entered as the user: a directory that is not there defers the recipient, as in
+    Postfix, and the command does not run."""
+    u = users["cd"]
+    pw = pwd.getpwnam(u)
+    i = instance_factory(main={"mydestination": "localhost", "local_transport": "local", "local_recipient_maps": "",
+                               "recipient_delimiter": "+", "alias_maps": ""}, start=False)
+    with open(i.path("cmdmaps"), "w") as f:
+        f.write(f"{u} pwd > here; id -u >> here\n")
+    i.cli("config", "-e", f"mailbox_command_maps=texthash:{i.path('cmdmaps')}",
+          "command_execution_directory=$home/in${extension}")
+    work = os.path.join(pw.pw_dir, "ina")
+    os.mkdir(work, 0o700)
+    os.chown(work, pw.pw_uid, pw.pw_gid)
+    i.start()
+    send(i, [f"{u}+a@localhost", f"{u}+b@localhost"], b"Subject: donde\r\n\r\nx\r\n")
+
+    def line(rcpt: str) -> str:
+        return next((x for x in i.log().splitlines() if f"to=<{rcpt}>" in x and "relay=local" in x), "")
+
+    wait_for(lambda: line(f"{u}+a@localhost") and line(f"{u}+b@localhost"), what="both results")
+    assert "status=sent (delivered to command: pwd > here; id -u >> here)" in line(f"{u}+a@localhost")
+    assert open(os.path.join(work, "here")).read().split() == [work, str(pw.pw_uid)]
+    assert "dsn=4.3.0, status=deferred (temporary failure)" in line(f"{u}+b@localhost"), line(f"{u}+b@localhost")
+    assert f'cannot change directory to "{pw.pw_dir}/inb" for uid={pw.pw_uid}' in i.log()
+    assert mbox(u) == [], "no mailbox written"
 
 
 def test_start_refuses_mailbox_limit_below_message_limit(instance_factory) -> None:

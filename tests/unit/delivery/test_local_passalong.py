@@ -159,10 +159,13 @@ def test_forward_wins_over_mailbox_transport(local_dir):
 def test_mailbox_transport_wins_over_mailbox_command(local_dir, stand_ins):
     agent = stand_ins(local_dir, "dove")
     ran = os.path.join(local_dir, "command-ran")
+    with open(os.path.join(local_dir, "cmdmaps"), "w") as f:
+        f.write(f"{ME} touch {ran}.map\n")
     r = deliver_local(local_dir, f"{ME}@localhost", "", MSG, queue_directory=local_dir, mailbox_transport="dove",
-                      mailbox_command=f"touch {ran}")
+                      mailbox_command=f"touch {ran}", mailbox_command_maps=f"texthash:{local_dir}/cmdmaps")
     assert r.status == "sent" and len(agent.requests) == 1, r
     assert not os.path.exists(ran), "mailbox_command ran"
+    assert not os.path.exists(f"{ran}.map"), "mailbox_command_maps' command ran"
 
 
 def test_mailbox_transport_maps_keyed_by_bare_user(local_dir, stand_ins):
