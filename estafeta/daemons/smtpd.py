@@ -37,6 +37,7 @@ from ..policy import restrictions as P
 from ..proto import dsn
 from ..proto import events as ev
 from ..proto import replies as R
+from ..proto.smtp_server import disconnect_counts
 from ..tables import TableList, TableTempError, open_table
 from .cleanup import Cleanup, CleanupRefused
 
@@ -118,6 +119,9 @@ class SmtpdConfig:
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.cleanup = Cleanup(cfg, store)
         self.vrfy = self.smtp.vrfy
+        # Postfix's 421s name the host (built once here, not per session).
+        self.too_many_errors = R.TOO_MANY_ERRORS.with_text(f"{self.hostname} {R.TOO_MANY_ERRORS.text}")
+        self.timeout_reply = R.TIMEOUT.with_text(f"{self.hostname} {R.TIMEOUT.text}")
         self.helo = self.smtp.helo
         self.sessions = 0
         self.max_sessions = 0
@@ -196,7 +200,7 @@ class SmtpdConfig:
 
 class Session(asyncio.Protocol):
     __slots__ = ("sc", "conn", "transport", "client", "addr", "trusted", "helo", "proto", "qid",
-                 "sender", "rcpts", "txn", "busy", "out", "counts", "last", "timer", "write_error",
+                 "sender", "rcpts", "txn", "busy", "out", "counts", "fails", "last", "timer", "write_error",
                  "closed", "dsn", "effects", "smtp", "ehlo_error")
 
     def __init__(self, sc: SmtpdConfig) -> None:
@@ -215,7 +219,9 @@ class Session(asyncio.Protocol):
         self.txn = None
         self.busy = False
         self.out: list[bytes] = []
+        # Postfix's disconnect line: commands by counter (COUNTERS), and those that failed.
         self.counts: dict[str, int] = {}
+        self.fails: dict[str, int] = {}
         self.write_error: str = ""
         self.closed = False
 
@@ -258,17 +264,15 @@ class Session(asyncio.Protocol):
         if self.txn is not None and not self.busy:
             self.txn.abort()
             self.txn = None
-        c = self.counts
-        total = sum(c.values())
-        detail = " ".join(f"{k}={v}" for k, v in c.items())
-        maillog.log.info(f"disconnect from {self.client}{' ' + detail if detail else ''} commands={total}")
+            self.fail("data")                  # the client left inside the message
+        maillog.log.info(f"disconnect from {self.client}{disconnect_counts(self.counts, self.fails)}")
 
     def _check_timeout(self) -> None:
         idle = time.monotonic() - self.last
         if idle >= self.sc.timeout and not self.busy:
             maillog.log.info(f"timeout after {self.state_name()} from {self.client}")
             if self.transport and not self.transport.is_closing():
-                self.transport.write(R.TIMEOUT.to_bytes())
+                self.transport.write(self.sc.timeout_reply.to_bytes())
                 self.transport.close()
             return
         self.timer = asyncio.get_running_loop().call_later(max(1.0, self.sc.timeout - idle), self._check_timeout)
@@ -309,8 +313,8 @@ class Session(asyncio.Protocol):
             self.transport.write(b"".join(self.out) if len(self.out) > 1 else self.out[0])
         self.out.clear()
 
-    def count(self, name: str) -> None:
-        self.counts[name] = self.counts.get(name, 0) + 1
+    def fail(self, name: str) -> None:
+        self.fails[name] = self.fails.get(name, 0) + 1
 
     def pump(self) -> None:
         conn = self.conn
@@ -332,13 +336,23 @@ class Session(asyncio.Protocol):
                 if self.busy:
                     break
                 continue
+            counts = self.counts
             if t is ev.BadCommand:
-                self.count("unknown")
+                name = e.command
                 r = e.reply
+                if name:
+                    counts[name] = counts.get(name, 0) + 1
+                    self.fail(name)
+                elif r is R.TOO_MANY_ERRORS:
+                    r = self.sc.too_many_errors
             else:
-                handler = DISPATCH[t]
-                self.count(handler[0])
-                r = handler[1](self, e)
+                name, handler = DISPATCH[t]
+                counts[name] = counts.get(name, 0) + 1
+                r = handler(self, e)
+                # Postfix: a command fails when its reply is 4xx/5xx; not a recipient
+                # past smtpd_recipient_limit (within smtpd_recipient_overshoot_limit).
+                if r.code >= 400 and r is not R.TOO_MANY_RECIPIENTS:
+                    self.fail(name)
             if conn.errors >= self.sc.soft_errors and self.sc.error_sleep > 0:
                 self.delay_reply(r)
                 return
@@ -489,6 +503,7 @@ class Session(asyncio.Protocol):
         if e.error is not None or self.write_error or txn is None:
             if txn is not None:
                 txn.abort()
+            self.fail("data")              # Postfix: data=0/1 when the message is refused
             if e.error is not None:
                 self.reply(e.error)
             elif self.write_error:
@@ -518,6 +533,8 @@ class Session(asyncio.Protocol):
             r = R.TEMP_ERROR
         self.busy = False
         self.reset()
+        if r.code >= 400:
+            self.fail("data")
         if self.closed:
             return
         self.reply(r)

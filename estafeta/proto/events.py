@@ -105,8 +105,12 @@ class Help:
 @dataclass(frozen=True, slots=True)
 class BadCommand:
     """The codec rejected a command itself (syntax, sequence, too many errors).
-    The driver sends `reply` unchanged."""
+    The driver sends `reply` unchanged. `command`: the counter the refused command
+    goes to in the disconnect log line, as Postfix counts it ("mail" for a MAIL
+    refused, "unknown" for a verb it does not know, "" for no command at all: an
+    empty line, the hard error limit). Not part of equality: tests compare replies."""
     reply: Reply
+    command: str = field(default="unknown", compare=False)
 
 
 Command = Union[Helo, Ehlo, Lhlo, MailFrom, RcptTo, Data, Rset, Noop, Quit, Vrfy, Help]

@@ -136,9 +136,9 @@ NESTED_MAIL = Reply(503, "5.5.1", "Error: nested MAIL command")
 SEND_HELO = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
 SEND_LHLO = Reply(503, "5.5.1", "Error: send LHLO first")
 
-# Syntax errors. 500: the line itself is bad; 501: the arguments are bad;
-# 502: unknown verb (RFC 5321 4.2.2, 4.2.4).
-UNKNOWN_COMMAND = Reply(502, "5.5.2", "Error: command not recognized")
+# Syntax errors. 500: the line itself is bad, or its verb unknown (Postfix answers an
+# unknown verb 500, RFC 5321 4.2.4 allows 500 or 502); 501: the arguments are bad.
+UNKNOWN_COMMAND = Reply(500, "5.5.2", "Error: command not recognized")
 BAD_SYNTAX = Reply(500, "5.5.2", "Error: bad syntax")
 BAD_UTF8 = Reply(500, "5.5.2", "Error: bad UTF-8 syntax")
 LINE_TOO_LONG = Reply(500, "5.5.2", "Error: line too long")
@@ -149,31 +149,65 @@ CONTROL_CHARACTERS = Reply(501, "5.5.4", "Error: control characters not allowed"
 # the desync that SMTP smuggling exploits. Postfix's smtpd_forbid_bare_newline
 # disconnects for the same reason. 500 because the line itself is malformed.
 BARE_LF_COMMAND = Reply(500, "5.5.2", "Error: bare <LF> received", close=True)
-SYNTAX_HELO = Reply(501, "5.5.4", "Syntax: HELO hostname")
-SYNTAX_EHLO = Reply(501, "5.5.4", "Syntax: EHLO hostname")
+# Postfix sends these two without an enhanced status code (none was negotiated yet).
+SYNTAX_HELO = Reply(501, "", "Syntax: HELO hostname")
+SYNTAX_EHLO = Reply(501, "", "Syntax: EHLO hostname")
 SYNTAX_LHLO = Reply(501, "5.5.4", "Syntax: LHLO hostname")
 SYNTAX_MAIL = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 SYNTAX_RCPT = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
 SYNTAX_DATA = Reply(501, "5.5.4", "Syntax: DATA")
 SYNTAX_RSET = Reply(501, "5.5.4", "Syntax: RSET")
-SYNTAX_QUIT = Reply(501, "5.5.4", "Syntax: QUIT")
 SYNTAX_VRFY = Reply(501, "5.5.4", "Syntax: VRFY address")
+SYNTAX_VRFY_UTF8 = Reply(501, "5.5.4", "Syntax: VRFY address [SMTPUTF8]")   # smtputf8_enable = yes
 VRFY_DISABLED = Reply(502, "5.5.1", "VRFY command is disabled")      # disable_vrfy_command
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
 BAD_PARAM_SYNTAX = Reply(501, "5.5.4", "Error: bad parameter syntax")
-BAD_PARAM = Reply(555, "5.5.4", "Unsupported option")           # RFC 5321 4.1.1.11
 BAD_SIZE_SYNTAX = Reply(501, "5.5.4", "Bad message size syntax")   # RFC 1870 6
-BAD_BODY = Reply(501, "5.5.4", "Bad BODY keyword syntax")         # RFC 6152 2
-# RFC 3461 4: malformed DSN parameters.
+# RFC 3461 4: malformed DSN parameters (Postfix's texts: "Error:" on the RCPT ones only).
 BAD_RET = Reply(501, "5.5.4", "Bad RET parameter syntax")
 BAD_ENVID = Reply(501, "5.5.4", "Bad ENVID parameter syntax")
-BAD_NOTIFY = Reply(501, "5.5.4", "Bad NOTIFY parameter syntax")
-BAD_ORCPT = Reply(501, "5.5.4", "Bad ORCPT parameter syntax")
+BAD_NOTIFY = Reply(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")
+BAD_ORCPT = Reply(501, "5.5.4", "Error: Bad ORCPT parameter syntax")
 # RFC 6531 3.5: a non-ASCII address needs the SMTPUTF8 parameter on MAIL.
 # smtpd_discard_ehlo_keywords has "dsn": Postfix's answer to RET, ENVID, NOTIFY and ORCPT.
 DSN_DISABLED = Reply(501, "5.7.1", "DSN support is disabled")
 NEED_SMTPUTF8 = Reply(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+
+
+
+def bad_param(param: str) -> Reply:
+    """RFC 5321 4.1.1.11: a MAIL/RCPT parameter we do not take, named as the client
+    wrote it ("xyz=1"), as Postfix does. Also Postfix's answer to a known keyword with
+    a value it does not take (BODY=X, SMTPUTF8=x) or without its value (SIZE, NOTIFY)."""
+    return Reply(555, "5.5.4", f"Unsupported option: {param}")
+
+
+# Commands Postfix knows and estafeta does not implement: Postfix's answers when
+# the feature is off (no TLS, no SASL, CHUNKING not announced, a client not in
+# smtpd_authorized_xclient_hosts / smtpd_authorized_xforward_hosts, no domain in
+# fast_flush_domains for ETRN: etrn_unavailable).
+STARTTLS_NOT_IMPLEMENTED = Reply(502, "5.5.1", "Error: command not implemented")
+SYNTAX_STARTTLS = Reply(501, "5.5.4", "Syntax: STARTTLS")
+AUTH_NOT_ENABLED = Reply(503, "5.5.1", "Error: authentication not enabled")
+SYNTAX_ETRN = Reply(500, "", "Syntax: ETRN domain")
+MAIL_IN_PROGRESS = Reply(503, "5.5.1", "Error: MAIL transaction in progress")     # XCLIENT, XFORWARD
+# Postfix answers ETRN without enhanced status codes.
+ETRN_MAIL_IN_PROGRESS = Reply(503, "", "Error: MAIL transaction in progress")
+ETRN_SEND_HELO = Reply(503, "", "Error: send HELO/EHLO first")
+NOT_AUTHORIZED = Reply(550, "5.7.0", "Error: insufficient authorization")     # XCLIENT, XFORWARD
+
+
+def etrn_unavailable(domain: str) -> Reply:
+    """ETRN for a domain we keep no flush list for (Postfix, without a status code)."""
+    return Reply(459, "", f"<{domain}>: service unavailable")
+
+
+# BDAT without CHUNKING: its binary chunk would follow and be read as commands, so
+# the session ends here (Postfix: 521 and disconnect).
+BDAT_NOT_IMPLEMENTED = Reply(521, "5.5.1", "Error: command not implemented", close=True)
+# DATA after MAIL when every RCPT was refused (Postfix; 503 need RCPT before MAIL).
+NO_VALID_RECIPIENTS = Reply(554, "5.5.1", "Error: no valid recipients")
 
 # Message content errors, sent in answer to the end of data.
 BARE_LF_DATA = Reply(550, "5.5.2", "Error: bare <LF> or <CR> received in message data")
@@ -185,7 +219,9 @@ RELAY_DENIED = Reply(554, "5.7.1", "Relay access denied")
 UNKNOWN_USER = Reply(550, "5.1.1", "Recipient address rejected: User unknown in local recipient table")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3", "Error: too many recipients")  # RFC 5321 4.5.3.1.10
 
-# Session ends and temporary failures.
+# Session ends and temporary failures. Postfix's 421s start with the host name
+# ("421 4.7.0 mx.example.org Error: too many errors"): the drivers add it, once per
+# process (smtpd's SmtpdConfig, sendmail -bs's with_host).
 TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors", close=True)
 TEMP_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 SHUTDOWN = Reply(421, "4.3.2", "Service shutting down", close=True)

@@ -35,7 +35,7 @@ from estafeta.proto.framing import DataFramer
 from estafeta.proto.replies import Reply, ehlo_reply
 from estafeta.proto.states import State, next_state, refusal
 
-__all__ = ["ServerConnection", "ehlo_reply", "MAX_COMMAND_LINE", "DEFAULT_MAIL_PARAMS"]
+__all__ = ["ServerConnection", "ehlo_reply", "MAX_COMMAND_LINE", "DEFAULT_MAIL_PARAMS", "COUNTERS", "SMTP_COUNTER", "disconnect_counts"]
 
 # RFC 5321 4.5.3.1.4: a command line is at most 512 octets including CRLF.
 # Extensions that need more (AUTH, RFC 4954 4) will raise this per command.
@@ -108,7 +108,7 @@ class ServerConnection:
         if self.state is State.IN_DATA:
             return self._next_data()
         if self.errors >= self.max_errors:
-            return self._expect(BadCommand(R.TOO_MANY_ERRORS))
+            return self._expect(BadCommand(R.TOO_MANY_ERRORS, ""))     # before any command
         return self._next_command()
 
     # --------------------------------------------------------------- output
@@ -215,25 +215,36 @@ class ServerConnection:
             return self._expect(BadCommand(R.BARE_LF_COMMAND))
         if nl + 1 - pos > MAX_COMMAND_LINE:
             return self._expect(BadCommand(R.LINE_TOO_LONG))
-        ev = self._parse(buf[pos:nl - 1])
-        return self._expect(ev if not isinstance(ev, Reply) else BadCommand(ev))
+        return self._expect(self._parse(buf[pos:nl - 1]))
 
-    def _parse(self, raw: bytes) -> Event | Reply:
+    def _parse(self, raw: bytes) -> Event:
+        # A refused command is counted under its verb, as Postfix counts it (the
+        # disconnect line's "mail=0/1"): the BadCommand carries the verb's counter.
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return R.BAD_UTF8
-        if _CONTROL.search(line):       # bare CR, NUL, ESC...: never in a command
-            return R.CONTROL_CHARACTERS
+            return BadCommand(R.BAD_UTF8, self._counter(raw))
         verb, _, arg = line.partition(" ")
         entry = self._verbs.get(verb.upper())
         if entry is None:
-            return R.BAD_SYNTAX if not line.strip() else R.UNKNOWN_COMMAND
-        kind, parse = entry
-        refused = refusal(self.state, kind)
-        if refused is not None:
-            return R.SEND_LHLO if self.lmtp and refused is R.SEND_HELO else refused
-        return parse(self, arg)
+            if _CONTROL.search(line):
+                return BadCommand(R.CONTROL_CHARACTERS)
+            # An empty line is no command: Postfix does not count it.
+            return BadCommand(R.BAD_SYNTAX, "") if not line.strip() else BadCommand(R.UNKNOWN_COMMAND)
+        kind, parse, name = entry
+        if _CONTROL.search(line):       # bare CR, NUL, ESC...: never in a command
+            return BadCommand(R.CONTROL_CHARACTERS, name)
+        if kind is not None:
+            refused = refusal(self.state, kind)
+            if refused is not None:
+                return BadCommand(R.SEND_LHLO if self.lmtp and refused is R.SEND_HELO else refused, name)
+        ev = parse(self, arg)
+        return ev if type(ev) is not Reply else BadCommand(ev, name)
+
+    def _counter(self, raw: bytes) -> str:
+        """The counter of a line that is not UTF-8: its verb's, if it has a known one."""
+        entry = self._verbs.get(raw.split(b" ", 1)[0].decode("ascii", "replace").upper())
+        return entry[2] if entry is not None else "unknown"
 
     # Command parsers: text after the verb -> event, or the reply refusing it.
 
@@ -258,22 +269,22 @@ class ServerConnection:
         try:
             address, params = parse_mail_from(arg[5:], strict=self.strict)
         except AddressError as e:
-            return e.reply
+            return e.reply if arg[5:].strip() else R.SYNTAX_MAIL
         for key, value in params.items():
             if key in self.refused_params:
                 return self.refused_params[key]
-            if key not in self.mail_params:
-                return R.BAD_PARAM
+            # Postfix: 555 naming the parameter for one it does not take, for a
+            # keyword without its value (SIZE, RET) and for BODY=X or SMTPUTF8=x.
+            if (key not in self.mail_params or (value is None and key in _NEEDS_VALUE)
+                    or (key == "BODY" and (value or "").upper() not in _BODY_TYPES)
+                    or (key == "SMTPUTF8" and value is not None)):
+                return R.bad_param(_as_written(arg, key))
             if key == "SIZE":
                 # RFC 1870 6: SIZE=<digits>; refuse early what would not fit.
-                if value is None or not value.isdigit() or not value.isascii():
+                if not value or not value.isdigit() or not value.isascii():
                     return R.BAD_SIZE_SYNTAX
                 if self.message_size_limit and int(value) > self.message_size_limit:
                     return R.SIZE_EXCEEDED_MAIL
-            elif key == "BODY" and (value is None or value.upper() not in _BODY_TYPES):
-                return R.BAD_BODY
-            elif key == "SMTPUTF8" and value is not None:
-                return R.BAD_PARAM_SYNTAX
             elif (bad := dsn.check_mail_param(key, value)) is not None:     # RET, ENVID
                 return bad
         return MailFrom(address, params)
@@ -285,12 +296,12 @@ class ServerConnection:
         try:
             address, params = parse_rcpt_to(arg[3:], smtputf8=self.smtputf8, strict=self.strict)
         except AddressError as e:
-            return e.reply
-        for key in params:
+            return e.reply if arg[3:].strip() else R.SYNTAX_RCPT
+        for key, value in params.items():
             if key in self.refused_params:
                 return self.refused_params[key]
-            if key not in self.rcpt_params:
-                return R.BAD_PARAM
+            if key not in self.rcpt_params or (value is None and key in _NEEDS_VALUE):
+                return R.bad_param(_as_written(arg, key))
         for key, value in params.items():
             if (bad := dsn.check_rcpt_param(key, value)) is not None:      # NOTIFY, ORCPT
                 return bad
@@ -303,32 +314,101 @@ class ServerConnection:
         return R.SYNTAX_RSET if arg.strip() else Rset()
 
     def _quit(self, arg: str) -> Event | Reply:
-        return R.SYNTAX_QUIT if arg.strip() else Quit()
+        return Quit()      # Postfix ignores what follows QUIT
 
     def _noop(self, arg: str) -> Event | Reply:
         return Noop()      # RFC 5321 4.1.1.9: a parameter string is allowed and ignored
 
     def _vrfy(self, arg: str) -> Event | Reply:
         arg = arg.strip()
-        return Vrfy(arg) if arg else R.SYNTAX_VRFY
+        if arg:
+            return Vrfy(arg)
+        return R.SYNTAX_VRFY_UTF8 if "SMTPUTF8" in self.mail_params else R.SYNTAX_VRFY
 
     def _help(self, arg: str) -> Event | Reply:
         return Help(arg.strip())
 
+    # Verbs Postfix knows and the codec does not implement: refused with Postfix's
+    # reply for the feature turned off, and counted under their own name.
+    def _starttls(self, arg: str) -> Event | Reply:
+        return R.SYNTAX_STARTTLS if arg.strip() else R.STARTTLS_NOT_IMPLEMENTED
 
+    def _auth(self, arg: str) -> Event | Reply:
+        if self.state is State.CONNECTED:
+            return R.SEND_LHLO if self.lmtp else R.SEND_HELO
+        return R.AUTH_NOT_ENABLED
+
+    def _bdat(self, arg: str) -> Event | Reply:
+        return R.BDAT_NOT_IMPLEMENTED
+
+    def _etrn(self, arg: str) -> Event | Reply:
+        if self.state is State.CONNECTED:
+            return R.ETRN_SEND_HELO
+        if self.state is not State.READY:
+            return R.ETRN_MAIL_IN_PROGRESS
+        words = arg.split()
+        return R.etrn_unavailable(words[0]) if len(words) == 1 else R.SYNTAX_ETRN
+
+    def _xclient(self, arg: str) -> Event | Reply:       # and XFORWARD
+        return R.MAIL_IN_PROGRESS if self.state in (State.IN_TXN, State.HAVE_RCPT) else R.NOT_AUTHORIZED
+
+
+def _as_written(arg: str, key: str) -> str:
+    """The MAIL/RCPT parameter `key` as the client wrote it ("xyz=1"), for the reply
+    that names it. Parameters follow the address: looked for from the end."""
+    for word in reversed(arg.split(" ")):
+        if word.partition("=")[0].upper() == key:
+            return word
+    return key
+
+
+# RFC 1870 SIZE, RFC 3461 RET, ENVID, NOTIFY, ORCPT: "KEY" alone is not the keyword.
+_NEEDS_VALUE = frozenset({"SIZE", "RET", "ENVID", "NOTIFY", "ORCPT"})
 _JUNK = frozenset({Noop, Vrfy, Rset})       # Postfix's SMTPD_CMD_FLAG_LIMIT (ETRN too)
 
-_COMMON: dict[str, tuple[type, _Parser]] = {
-    "MAIL": (MailFrom, ServerConnection._mail),
-    "RCPT": (RcptTo, ServerConnection._rcpt),
-    "DATA": (Data, ServerConnection._data),
-    "RSET": (Rset, ServerConnection._rset),
-    "NOOP": (Noop, ServerConnection._noop),
-    "QUIT": (Quit, ServerConnection._quit),
-    "VRFY": (Vrfy, ServerConnection._vrfy),
-    "HELP": (Help, ServerConnection._help),
+# verb -> (event type, or None for a verb refused whatever the state; parser; the
+# counter it goes to in the disconnect line, COUNTERS).
+_COMMON: dict[str, tuple[type | None, _Parser, str]] = {
+    "MAIL": (MailFrom, ServerConnection._mail, "mail"),
+    "RCPT": (RcptTo, ServerConnection._rcpt, "rcpt"),
+    "DATA": (Data, ServerConnection._data, "data"),
+    "RSET": (Rset, ServerConnection._rset, "rset"),
+    "NOOP": (Noop, ServerConnection._noop, "noop"),
+    "QUIT": (Quit, ServerConnection._quit, "quit"),
+    "VRFY": (Vrfy, ServerConnection._vrfy, "vrfy"),
+    "HELP": (Help, ServerConnection._help, "help"),
+    "STARTTLS": (None, ServerConnection._starttls, "starttls"),
+    "AUTH": (None, ServerConnection._auth, "auth"),
+    "BDAT": (None, ServerConnection._bdat, "bdat"),
+    "ETRN": (None, ServerConnection._etrn, "etrn"),
+    "XCLIENT": (None, ServerConnection._xclient, "xclient"),
+    "XFORWARD": (None, ServerConnection._xclient, "xforward"),
 }
-_SMTP_VERBS = {**_COMMON, "HELO": (Helo, ServerConnection._helo),
-               "EHLO": (Ehlo, ServerConnection._ehlo)}
+_SMTP_VERBS = {**_COMMON, "HELO": (Helo, ServerConnection._helo, "helo"),
+               "EHLO": (Ehlo, ServerConnection._ehlo, "ehlo")}
 # RFC 2033 4.1: LMTP has LHLO and no HELO/EHLO.
-_LMTP_VERBS = {**_COMMON, "LHLO": (Lhlo, ServerConnection._lhlo)}
+_LMTP_VERBS = {**_COMMON, "LHLO": (Lhlo, ServerConnection._lhlo, "lhlo")}
+# The disconnect line's counters, in Postfix 3.7's command-table order (smtpd.c);
+# HELP, which Postfix does not know, next to VRFY as in sendmail -bs; LHLO first.
+COUNTERS = ("lhlo", "helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data",
+            "bdat", "rset", "noop", "vrfy", "help", "etrn", "quit", "unknown")
+
+# An SMTP verb's counter (sendmail -bs names its commands from the line it read).
+SMTP_COUNTER = {verb: counter for verb, (_, _, counter) in _SMTP_VERBS.items()}
+
+
+def disconnect_counts(counts: dict[str, int], fails: dict[str, int]) -> str:
+    """Postfix's tail of the disconnect line: " ehlo=1 mail=1 rcpt=0/1 commands=2/3",
+    each command as ok/total when some failed, in Postfix's order (COUNTERS)."""
+    out, ok_sum, total_sum = [], 0, 0
+    for name in COUNTERS:
+        total = counts.get(name)
+        if total:
+            ok = total - fails.get(name, 0)
+            out.append(f" {name}={ok}" if ok == total else f" {name}={ok}/{total}")
+            ok_sum += ok
+            total_sum += total
+    # Postfix writes "commands=0/0" for a session without a command, N alone when all succeeded.
+    out.append(f" commands={ok_sum}" if ok_sum == total_sum and total_sum else f" commands={ok_sum}/{total_sum}")
+    return "".join(out)
+

@@ -41,7 +41,8 @@ COMMANDS: dict[State, dict[type, Reply | None]] = {
     # We require HELO/EHLO before MAIL, like Postfix with smtpd_helo_required=yes.
     CONNECTED: {**_ANYTIME, MailFrom: R.SEND_HELO, RcptTo: R.NEED_MAIL, Data: R.NEED_RCPT},
     READY: {**_ANYTIME, MailFrom: None, RcptTo: R.NEED_MAIL, Data: R.NEED_RCPT},
-    IN_TXN: {**_ANYTIME, MailFrom: R.NESTED_MAIL, RcptTo: None, Data: R.NEED_RCPT},
+    # DATA after MAIL when no RCPT was accepted: Postfix's 554 "no valid recipients".
+    IN_TXN: {**_ANYTIME, MailFrom: R.NESTED_MAIL, RcptTo: None, Data: R.NO_VALID_RECIPIENTS},
     HAVE_RCPT: {**_ANYTIME, MailFrom: R.NESTED_MAIL, RcptTo: None, Data: None},
     IN_DATA: {},
     CLOSED: {},

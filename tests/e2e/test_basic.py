@@ -95,7 +95,7 @@ def test_malformed_input_gets_right_replies_and_server_keeps_serving(instance):
     out = raw_session(p, [b"EHLO x\r\n", b"RCPT TO:<demo@localhost>\r\n", b"QUIT\r\n"], read_until_close=True)
     assert "503 5.5.1 Error: need MAIL command" in out, out
     out = raw_session(p, [b"EHLO x\r\n", b"FOO BAR\r\n", b"QUIT\r\n"], read_until_close=True)
-    assert "502 5.5.2 Error: command not recognized" in out, out
+    assert "500 5.5.2 Error: command not recognized" in out, out
     out = raw_session(p, [b"EHLO x\r\n", b"NOOP " + b"x" * 100_000 + b"\r\n", b"QUIT\r\n"], read_until_close=True)
     assert "500 5.5.2 Error: line too long" in out, out
     out = raw_session(p, [b"EHLO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<demo@localhost>\r\nDATA\r\n",
@@ -335,7 +335,7 @@ def test_error_and_junk_limits_slow_down_then_disconnect(instance_factory):
         s.sendall(cmd + b"\r\n")
         reply, seconds = _reply(s)
         took.append((cmd, reply[:3], seconds))
-    assert [r for _, r, _ in took] == [b"250"] * 5 + [b"502", b"250", b"502"], took
+    assert [r for _, r, _ in took] == [b"250"] * 5 + [b"500", b"250", b"500"], took
     assert all(sec < 0.9 for _, _, sec in took[:6]), took
     assert all(sec >= 0.9 for _, _, sec in took[6:]), took
     last, seconds = _reply(s)        # the hard limit: 421 (also slowed) and the end

@@ -22,7 +22,7 @@ def test_command_states_cover_every_command():
 def test_refusals():
     assert refusal(State.CONNECTED, MailFrom) == R.SEND_HELO
     assert refusal(State.READY, RcptTo) == R.NEED_MAIL
-    assert refusal(State.IN_TXN, Data) == R.NEED_RCPT
+    assert refusal(State.IN_TXN, Data) == R.NO_VALID_RECIPIENTS     # Postfix: after MAIL, no RCPT accepted
     assert refusal(State.HAVE_RCPT, MailFrom) == R.NESTED_MAIL
     assert refusal(State.HAVE_RCPT, Data) is None
 
