@@ -18,6 +18,8 @@ login name, or "unknown"; root is no exception); others get "User NAME(UID) is n
 allowed to submit mail", EX_NOPERM.
 The pure parts (parse_args, parse_interval, read_message, extract_recipients)
 are unit-tested in tests/unit/cli/test_cli_sendmail.py.
+-bs (an SMTP session on stdio, as Postfix's smtpd -S: its log lines, smtpd_timeout,
+the discard maps) lives in cli/sendmail_bs.py.
 """
 from __future__ import annotations
 
@@ -343,83 +345,13 @@ def verify(o: Options, cfg, stdin: bytes | None) -> int:
     return 0
 
 
-def smtp_on_stdio(o: Options, cfg, store, infile, outfile) -> int:
+def smtp_on_stdio(o: Options, cfg, store, infile, outfile, log=None) -> int:
     """-bs: an SMTP session on stdin/stdout; each message goes to maildrop. Banner,
-    EHLO, VRFY, SMTPUTF8, envelope syntax and limits are smtpd's (core/smtpsettings.py),
-    as Postfix's sendmail -bs runs its smtpd; without DSN, which maildrop cannot carry."""
-    from ..core.smtpsettings import smtp_settings
-    from ..proto import replies as R
-    from ..proto import events as ev
-    from ..queue import maildrop
-    settings = smtp_settings(cfg, dsn=False)
-    conn = settings.connection()
-    queued = R.Reply(250, "2.0.0", "Ok: queued")
-    write = outfile.write
-    write(conn.send(settings.banner))
-    outfile.flush()
-    sender, rcpts, body = "", [], bytearray()
-    while True:
-        line = infile.readline()
-        if line:
-            # A person at a terminal types LF; the codec wants CRLF.
-            line = line.rstrip(b"\r\n") + b"\r\n" if line.endswith(b"\n") else line
-        conn.receive_data(line)
-        while True:
-            e = conn.next_event()
-            if e is ev.NEED_DATA:
-                break
-            if e is ev.CLOSED:
-                outfile.flush()
-                return 0
-            if isinstance(e, ev.MessageData):
-                body += e.data
-                continue
-            if isinstance(e, (ev.Helo,)):
-                reply = settings.helo
-            elif isinstance(e, ev.Ehlo):
-                reply = settings.ehlo
-            elif isinstance(e, ev.MailFrom):
-                sender, rcpts, body = e.address, [], bytearray()
-                reply = R.SENDER_OK
-            elif isinstance(e, ev.RcptTo):
-                if len(rcpts) >= settings.rcpt_limit:
-                    reply = R.TOO_MANY_RECIPIENTS
-                else:
-                    rcpts.append(e.address)
-                    reply = R.RECIPIENT_OK
-            elif isinstance(e, ev.Data):
-                reply = R.START_DATA
-            elif isinstance(e, ev.EndOfData):
-                if e.error is not None:
-                    reply = e.error
-                else:
-                    try:
-                        maildrop.submit(store.path("maildrop"), sender, rcpts, {}, bytes(body))
-                        qa.trigger(store, "pickup", "W")
-                        reply = queued
-                    except OSError:
-                        reply = R.TEMP_ERROR
-                body = bytearray()
-            elif isinstance(e, ev.Rset):
-                reply = R.OK
-            elif isinstance(e, ev.Noop):
-                reply = R.OK
-            elif isinstance(e, ev.Quit):
-                reply = R.BYE
-            elif isinstance(e, ev.Vrfy):
-                reply = settings.vrfy
-            elif isinstance(e, ev.Help):
-                reply = R.HELP
-            elif isinstance(e, ev.BadCommand):
-                reply = e.reply
-            else:
-                reply = R.UNKNOWN_COMMAND
-            write(conn.send(reply))
-            outfile.flush()
-            if reply.close:
-                return 0
-        if not line:
-            return 0
+    EHLO, VRFY, SMTPUTF8, envelope syntax, limits, smtpd_discard_ehlo_keyword_address_maps,
+    smtpd_timeout and the log lines are smtpd's, as Postfix's sendmail -bs runs its
+    smtpd (cli/sendmail_bs.py); without DSN, which maildrop cannot carry."""
+    from . import sendmail_bs
+    return sendmail_bs.run(cfg, store, infile, outfile, log=log, administrator=qa.is_administrator(store))
 
 
 def queue_run(o: Options, store) -> int:
