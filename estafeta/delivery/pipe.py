@@ -47,7 +47,7 @@ from ..core.errors import ConfigError
 from ..proto.address import split_address
 from ..queue import qfile
 from . import base
-from .command import clean_output, outcome, run_command
+from .command import ChdirError, clean_output, outcome, run_command
 from .local import Privs, _privileged, delivered_to_headers
 from .mailbox import from_line
 
@@ -389,10 +389,17 @@ class PipeAgent:
     def run(self, argv: list[str], data: bytes) -> tuple[str, str, str]:
         spec = self.spec
         assert spec is not None
-        cwd = spec.directory or self.queue_directory
+        # pipe(8): the command starts in the queue directory, or in directory=, which is
+        # entered with the rights of user= (after the switch), so it must be accessible
+        # to that user; when it is not, nothing runs and the delivery is deferred.
+        cwd = self.queue_directory if os.path.isdir(self.queue_directory) else "/"
         try:
-            rc, out = run_command(argv, data, self.privs, cwd, self.env, self.timeout)
-        except OSError as e:            # no such program, no such directory, exec refused
+            rc, out = run_command(argv, data, self.privs, cwd, self.env, self.timeout, chdir=spec.directory)
+        except ChdirError as e:
+            who = f" for uid={self.privs.uid} gid={self.privs.gid}" if self.privs is not None else ""
+            maillog.log.warning(f"cannot change directory to \"{spec.directory}\"{who}: {e.strerror}")
+            return base.DEFERRED, "4.3.0", "temporary failure"
+        except OSError as e:            # no such program, exec refused
             what = e.filename or argv[0]
             return base.DEFERRED, "4.3.0", f"cannot run command {what}: {e.strerror or e}"
         status, dsn, reason = outcome(rc, out, argv[0])

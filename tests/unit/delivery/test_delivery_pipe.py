@@ -274,6 +274,37 @@ def test_agent_missing_program_defers(setup) -> None:
     check((r.status, r.dsn), (base.DEFERRED, "4.3.0"))
 
 
+def test_agent_starts_in_the_queue_directory_or_directory(setup) -> None:
+    """pipe(8): the queue directory by default; directory= when given."""
+    tmp_path, script, qf, env = setup
+    a = agent(tmp_path, ["user=nobody", f"argv={script}"])
+    (r,) = a.deliver_sync(request(qf, env, [("a@ex.com", "")]))
+    check(r.status, base.SENT)
+    work = tmp_path / "work"
+    a = agent(tmp_path, ["user=nobody", f"directory={work}", f"argv={script}"])
+    (r,) = a.deliver_sync(request(qf, env, [("a@ex.com", "")]))
+    check(r.status, base.SENT)
+    check([c["cwd"] for c in calls(tmp_path)], [str(tmp_path), str(work)])
+
+
+def test_agent_directory_entered_as_the_user_or_deferred(setup, caplog) -> None:
+    """directory= is entered with user='s rights (Postfix: "must be accessible for the
+    user specified with user="): a directory only root may enter defers, nothing runs."""
+    tmp_path, script, qf, env = setup
+    closed = tmp_path / "closed"
+    closed.mkdir(mode=0o700)
+    a = agent(tmp_path, ["user=nobody", f"directory={closed}", f"argv={script}"])
+    (r,) = a.deliver_sync(request(qf, env, [("a@ex.com", "")]))
+    if os.geteuid() == 0:
+        check((r.status, r.dsn, r.reason), (base.DEFERRED, "4.3.0", "temporary failure"))
+        check(calls(tmp_path), [])
+    else:       # not root: the command runs as ourselves, who own the directory
+        check(r.status, base.SENT)
+    a = agent(tmp_path, ["user=nobody", f"directory={tmp_path}/nosuch", f"argv={script}"])
+    (r,) = a.deliver_sync(request(qf, env, [("a@ex.com", "")]))
+    check((r.status, r.dsn, r.reason), (base.DEFERRED, "4.3.0", "temporary failure"))
+
+
 def test_agent_delivered_to_loop_bounces(setup) -> None:
     tmp_path, script, qf, env = setup
     data = open(qf, "rb").read()
