@@ -39,7 +39,7 @@ from ..core.queueid import new_queue_id
 from ..core.smtpsettings import DiscardMaps, SmtpSettings, smtp_settings
 from ..proto import events as ev
 from ..proto import replies as R
-from ..proto.smtp_server import SMTP_COUNTER, ServerConnection, disconnect_counts
+from ..proto.smtp_server import AFTER_EOM, SMTP_COUNTER, ServerConnection, disconnect_counts
 from ..queue import maildrop
 from ..tables import TableTempError, open_table
 from .queue_admin import trigger
@@ -162,10 +162,8 @@ class Session:
         self.ehlo_error = ehlo_error
         self.conn: ServerConnection = settings.connection()
         self.counters = Counters()
-        self.where = "CONNECT"          # Postfix's state->where: the last command
         self.verb = ""                  # the verb of the command line just fed
         self.in_data = False
-        self.data_bytes = 0
         self.qid = ""
         self.sender = ""
         self.rcpts: list[str] = []
@@ -199,9 +197,7 @@ class Session:
             self.log.info(f"disconnect from {CLIENT} {self.counters.summary()}")
 
     def feed(self, line: bytes) -> None:
-        if self.in_data:
-            self.data_bytes += len(line)
-        elif line.endswith(b"\n"):
+        if not self.in_data and line.endswith(b"\n"):
             self.verb = line.split(None, 1)[0].upper().decode("ascii", "replace") if line.strip() else ""
         self.conn.receive_data(line)
         while not self.closed:
@@ -222,16 +218,14 @@ class Session:
             self.closed = True
 
     def lost(self) -> None:
-        if not self.closed and self.where != "END-OF-MESSAGE":   # Postfix: a client may leave after the message
-            self.log.info(f"lost connection after {self.where_text()} from {CLIENT}")
+        where = self.conn.where_text()      # shared with smtpd: the codec's
+        if not self.closed and where != AFTER_EOM:   # Postfix: a client may leave after the message
+            self.log.info(f"lost connection after {where} from {CLIENT}")
         self.closed = True
 
     def on_timeout(self) -> None:
-        self.log.info(f"timeout after {self.where_text()} from {CLIENT}")
+        self.log.info(f"timeout after {self.conn.where_text()} from {CLIENT}")
         self.send(self.with_host(R.TIMEOUT))
-
-    def where_text(self) -> str:
-        return f"DATA ({self.data_bytes} bytes)" if self.in_data else self.where
 
     def with_host(self, reply: R.Reply) -> R.Reply:
         # Postfix's 421 replies name the host: "421 4.4.2 mx.example.org Error: ..."
@@ -243,21 +237,20 @@ class Session:
         if isinstance(e, ev.EndOfData):
             reply = self.on_end_of_data(e)
             self.counters.add("data", reply.is_positive)
-            self.in_data, self.where = False, "END-OF-MESSAGE"
+            self.in_data = False
             return reply
         if isinstance(e, ev.BadCommand) and e.reply is R.TOO_MANY_ERRORS:
             # Not a command: the codec's verdict before reading the next one.
-            self.log.info(f"too many errors after {self.where} from {CLIENT}")
+            self.log.info(f"too many errors after {self.conn.where_text()} from {CLIENT}")
             return self.with_host(e.reply)
         name = SMTP_COUNTER.get(self.verb, "unknown")
-        self.where = self.verb if name != "unknown" else "UNKNOWN"
         reply = e.reply if isinstance(e, ev.BadCommand) else self.on_command(e)
         if isinstance(e, ev.Data) and reply.code == 354:
-            self.in_data, self.data_bytes, self.body = True, 0, bytearray()
+            self.in_data, self.body = True, bytearray()
         else:
             # Postfix: a recipient past smtpd_recipient_limit is not a failed command
-            # (within smtpd_recipient_overshoot_limit).
-            self.counters.add(name, reply.code < 400 or reply is R.TOO_MANY_RECIPIENTS)
+            # (within smtpd_recipient_overshoot_limit: the codec's rule, as smtpd's).
+            self.counters.add(name, not self.conn.error_counted(reply))
         return reply
 
     def on_command(self, e) -> R.Reply:
@@ -279,7 +272,10 @@ class Session:
             self.sender = e.address
             return R.SENDER_OK
         if isinstance(e, ev.RcptTo):
-            if len(self.rcpts) >= self.s.rcpt_limit:
+            # smtpd_recipient_limit, 0 meaning none as in Postfix; but never more than
+            # a maildrop file may hold (pickup would move it to corrupt/ after our 250).
+            limit = min(self.s.rcpt_limit or maildrop.MAX_RECIPIENTS, maildrop.MAX_RECIPIENTS)
+            if len(self.rcpts) >= limit:
                 return R.TOO_MANY_RECIPIENTS
             if not self.qid:            # Postfix opens its queue file here
                 self.qid = new_queue_id()

@@ -58,6 +58,7 @@ class SmtpSettings:
     hard_errors: int                # smtpd_hard_error_limit
     junk_limit: int                 # smtpd_junk_command_limit
     rcpt_limit: int                 # smtpd_recipient_limit
+    overshoot_limit: int            # smtpd_recipient_overshoot_limit
     mail_params: frozenset[str]     # MAIL FROM parameters accepted
     rcpt_params: frozenset[str]     # RCPT TO parameters accepted
     discard: frozenset[str] = frozenset()   # smtpd_discard_ehlo_keywords, known names upper-case
@@ -68,6 +69,7 @@ class SmtpSettings:
         """A codec for one session, with these limits and parameters."""
         return ServerConnection(self.hostname, max_line=self.line_limit, message_size_limit=self.size_limit,
                                 max_errors=self.hard_errors, max_junk=self.junk_limit,
+                                max_overshoot=self.overshoot_limit,
                                 mail_params=self.mail_params, rcpt_params=self.rcpt_params,
                                 strict_envelopes=self.strict_envelopes,
                                 refused_params=dict(self.refused_params))
@@ -133,6 +135,7 @@ def smtp_settings(cfg: MainConfig, *, dsn: bool = True, discard_words: list[str]
         hard_errors=cfg.get_int("smtpd_hard_error_limit"),
         junk_limit=cfg.get_int("smtpd_junk_command_limit"),
         rcpt_limit=cfg.get_int("smtpd_recipient_limit"),
+        overshoot_limit=cfg.get_int("smtpd_recipient_overshoot_limit"),
         mail_params=frozenset(mail_params),
         rcpt_params=proto_dsn.RCPT_PARAMS if dsn else frozenset(),
         discard=discard,

@@ -37,7 +37,7 @@ from ..policy import restrictions as P
 from ..proto import dsn
 from ..proto import events as ev
 from ..proto import replies as R
-from ..proto.smtp_server import disconnect_counts
+from ..proto.smtp_server import AFTER_EOM, disconnect_counts
 from ..tables import TableList, TableTempError, open_table
 from .cleanup import Cleanup, CleanupRefused
 
@@ -201,7 +201,7 @@ class SmtpdConfig:
 class Session(asyncio.Protocol):
     __slots__ = ("sc", "conn", "transport", "client", "addr", "trusted", "helo", "proto", "qid",
                  "sender", "rcpts", "txn", "busy", "out", "counts", "fails", "last", "timer", "write_error",
-                 "closed", "dsn", "effects", "smtp", "ehlo_error")
+                 "closed", "dsn", "effects", "smtp", "ehlo_error", "bye")
 
     def __init__(self, sc: SmtpdConfig) -> None:
         self.sc = sc
@@ -224,6 +224,7 @@ class Session(asyncio.Protocol):
         self.fails: dict[str, int] = {}
         self.write_error: str = ""
         self.closed = False
+        self.bye = False                   # we ended the session (221, 421): not "lost connection"
 
     # -- connection ------------------------------------------------------------------
 
@@ -239,6 +240,7 @@ class Session(asyncio.Protocol):
         if sc.board is not None:
             sc.board.publish(sc.sessions)
         if sc.max_sessions and sc.total_sessions() > sc.max_sessions:
+            self.bye = True
             transport.write(R.Reply(421, "4.3.2", f"{sc.hostname} Service temporarily unavailable; too many sessions").to_bytes())
             transport.close()
             return
@@ -261,6 +263,12 @@ class Session(asyncio.Protocol):
         if self.sc.acceptor is not None:
             self.sc.acceptor.resume()          # a slot is free: accept again if paused
         self.timer.cancel() if hasattr(self, "timer") else None
+        if not self.bye:
+            # Postfix: the client left without QUIT (or the connection broke), logged
+            # with where the session was, except right after a message.
+            where = self.conn.where_text()
+            if where != AFTER_EOM:
+                maillog.log.info(f"lost connection after {where} from {self.client}")
         if self.txn is not None and not self.busy:
             self.txn.abort()
             self.txn = None
@@ -270,15 +278,13 @@ class Session(asyncio.Protocol):
     def _check_timeout(self) -> None:
         idle = time.monotonic() - self.last
         if idle >= self.sc.timeout and not self.busy:
-            maillog.log.info(f"timeout after {self.state_name()} from {self.client}")
+            maillog.log.info(f"timeout after {self.conn.where_text()} from {self.client}")
+            self.bye = True
             if self.transport and not self.transport.is_closing():
                 self.transport.write(self.sc.timeout_reply.to_bytes())
                 self.transport.close()
             return
         self.timer = asyncio.get_running_loop().call_later(max(1.0, self.sc.timeout - idle), self._check_timeout)
-
-    def state_name(self) -> str:
-        return "DATA" if self.txn is not None else "END-OF-MESSAGE" if self.qid else "CONNECT"
 
     def data_received(self, data: bytes) -> None:
         # smtpd_timeout is a deadline per request, not per read, or a client sending a
@@ -305,6 +311,7 @@ class Session(asyncio.Protocol):
     def reply(self, r: R.Reply) -> None:
         self.out.append(self.conn.send(r))
         if r.close:
+            self.bye = True
             self.flush()
             self.transport.close()
 
@@ -344,6 +351,7 @@ class Session(asyncio.Protocol):
                     counts[name] = counts.get(name, 0) + 1
                     self.fail(name)
                 elif r is R.TOO_MANY_ERRORS:
+                    maillog.log.info(f"too many errors after {conn.where_text()} from {self.client}")
                     r = self.sc.too_many_errors
             else:
                 name, handler = DISPATCH[t]
@@ -351,7 +359,7 @@ class Session(asyncio.Protocol):
                 r = handler(self, e)
                 # Postfix: a command fails when its reply is 4xx/5xx; not a recipient
                 # past smtpd_recipient_limit (within smtpd_recipient_overshoot_limit).
-                if r.code >= 400 and r is not R.TOO_MANY_RECIPIENTS:
+                if r.code >= 400 and conn.error_counted(r):
                     self.fail(name)
             if conn.errors >= self.sc.soft_errors and self.sc.error_sleep > 0:
                 self.delay_reply(r)
@@ -432,7 +440,7 @@ class Session(asyncio.Protocol):
 
     def on_rcpt(self, e: ev.RcptTo) -> R.Reply:
         rcpt = e.address
-        if len(self.rcpts) >= self.sc.rcpt_limit:
+        if self.sc.rcpt_limit and len(self.rcpts) >= self.sc.rcpt_limit:     # 0: no limit, as Postfix
             return R.TOO_MANY_RECIPIENTS
         try:
             refusal = self.check_recipient(rcpt)

@@ -53,7 +53,7 @@ _Parser = Callable[["ServerConnection", str], "Event | Reply"]
 class ServerConnection:
     def __init__(self, hostname: str, *, max_line: int = 2048,
                  message_size_limit: int = 10240000, lmtp: bool = False,
-                 max_errors: int = 20, max_junk: int = 100,
+                 max_errors: int = 20, max_junk: int = 100, max_overshoot: int = 1000,
                  mail_params: frozenset[str] = DEFAULT_MAIL_PARAMS,
                  rcpt_params: frozenset[str] = frozenset(), strict_envelopes: bool = False,
                  refused_params: Mapping[str, Reply] | None = None) -> None:
@@ -63,6 +63,7 @@ class ServerConnection:
         self.lmtp = lmtp
         self.max_errors = max_errors
         self.max_junk = max_junk
+        self.max_overshoot = max_overshoot   # smtpd_recipient_overshoot_limit
         self.mail_params = mail_params
         self.rcpt_params = rcpt_params
         self.strict = strict_envelopes     # strict_rfc821_envelopes: <path> required
@@ -73,6 +74,11 @@ class ServerConnection:
         self.errors = 0            # 4xx/5xx replies since the last accepted message
         self.junk = 0              # NOOP/VRFY/RSET since then (smtpd_junk_command_limit)
         self.recipients = 0        # accepted RCPTs in this transaction
+        self.overshoot = 0         # RCPTs refused TOO_MANY_RECIPIENTS in this transaction
+        # Postfix's state->where, for "lost connection/timeout/too many errors after
+        # WHERE": the counter of the last command (a string the verb table already
+        # holds), AFTER_CONNECT or AFTER_EOM; turned into text only by where_text().
+        self.where = AFTER_CONNECT
         self.smtputf8 = False      # this transaction's MAIL carried SMTPUTF8
         self._buf = b""
         self._pos = 0              # self._buf[self._pos:] is unconsumed
@@ -111,6 +117,24 @@ class ServerConnection:
             return self._expect(BadCommand(R.TOO_MANY_ERRORS, ""))     # before any command
         return self._next_command()
 
+    def where_text(self) -> str:
+        """Postfix's name for where the session is, for the log lines "lost connection
+        after X", "timeout after X", "too many errors after X": CONNECT before any
+        command, the last command's verb (UNKNOWN for one not known; an empty line
+        changes nothing), "DATA (N bytes)" inside a message, END-OF-MESSAGE after
+        one. N counts the complete lines received, unstuffed, with CRLF (Postfix's
+        act_size: a last line without its end is not counted)."""
+        if self._framer is not None:       # in a message (also once the client left)
+            return f"DATA ({self._framer.size} bytes)"
+        return self.where.upper()
+
+    def error_counted(self, reply: Reply) -> bool:
+        """Whether `reply`, sent now for the pending command, is a failed command (the
+        hard error limit, the disconnect line's ok/total). Postfix: any 4xx/5xx but a
+        RCPT past smtpd_recipient_limit, until smtpd_recipient_overshoot_limit such
+        refusals in the transaction."""
+        return reply.code >= 400 and (reply is not R.TOO_MANY_RECIPIENTS or self.overshoot >= self.max_overshoot)
+
     # --------------------------------------------------------------- output
 
     def greeting(self) -> bytes:
@@ -135,7 +159,12 @@ class ServerConnection:
         # command past smtpd_junk_command_limit too, so that a client cannot stay for
         # ever on NOOPs sent just inside smtpd_timeout.
         if reply.code >= 400:
-            self.errors += 1
+            if reply is R.TOO_MANY_RECIPIENTS:
+                self.overshoot += 1
+                if self.overshoot > self.max_overshoot:
+                    self.errors += 1
+            else:
+                self.errors += 1
         if type(ev) in _JUNK:
             self.junk += 1
             if self.junk > self.max_junk:
@@ -151,7 +180,7 @@ class ServerConnection:
         new = next_state(old, type(ev), reply)
         self.state = new
         if new in (State.READY, State.CONNECTED):     # no transaction open
-            self.recipients, self.smtputf8 = 0, False
+            self.recipients, self.smtputf8, self.overshoot = 0, False, 0
         if reply.is_positive:
             if isinstance(ev, MailFrom):
                 self.smtputf8 = "SMTPUTF8" in ev.params
@@ -166,6 +195,7 @@ class ServerConnection:
     def _expect(self, ev: Event) -> Event:
         self._pending = ev
         if isinstance(ev, EndOfData):
+            self.where = AFTER_EOM
             self._replies_due = self.recipients if self.lmtp and self.recipients else 1
         return ev
 
@@ -208,12 +238,15 @@ class ServerConnection:
         self._pos, self._scanned = nl + 1, 0
         if self._discarding:
             self._discarding = False
+            self.where = "unknown"
             if buf[nl - 1] != 0x0D:
                 return self._expect(BadCommand(R.BARE_LF_COMMAND))
             return self._expect(BadCommand(R.LINE_TOO_LONG))
         if nl == pos or buf[nl - 1] != 0x0D:
+            self.where = "unknown"
             return self._expect(BadCommand(R.BARE_LF_COMMAND))
         if nl + 1 - pos > MAX_COMMAND_LINE:
+            self.where = "unknown"
             return self._expect(BadCommand(R.LINE_TOO_LONG))
         return self._expect(self._parse(buf[pos:nl - 1]))
 
@@ -223,15 +256,19 @@ class ServerConnection:
         try:
             line = raw.decode("utf-8")
         except UnicodeDecodeError:
-            return BadCommand(R.BAD_UTF8, self._counter(raw))
+            self.where = self._counter(raw)
+            return BadCommand(R.BAD_UTF8, self.where)
         verb, _, arg = line.partition(" ")
         entry = self._verbs.get(verb.upper())
         if entry is None:
+            if line.strip():
+                self.where = "unknown"  # Postfix: not for an empty line
             if _CONTROL.search(line):
                 return BadCommand(R.CONTROL_CHARACTERS)
             # An empty line is no command: Postfix does not count it.
             return BadCommand(R.BAD_SYNTAX, "") if not line.strip() else BadCommand(R.UNKNOWN_COMMAND)
         kind, parse, name = entry
+        self.where = name
         if _CONTROL.search(line):       # bare CR, NUL, ESC...: never in a command
             return BadCommand(R.CONTROL_CHARACTERS, name)
         if kind is not None:
@@ -365,6 +402,9 @@ def _as_written(arg: str, key: str) -> str:
 # RFC 1870 SIZE, RFC 3461 RET, ENVID, NOTIFY, ORCPT: "KEY" alone is not the keyword.
 _NEEDS_VALUE = frozenset({"SIZE", "RET", "ENVID", "NOTIFY", "ORCPT"})
 _JUNK = frozenset({Noop, Vrfy, Rset})       # Postfix's SMTPD_CMD_FLAG_LIMIT (ETRN too)
+# Postfix's state->where before any command and after a message's end (smtpd.h).
+AFTER_CONNECT = "CONNECT"
+AFTER_EOM = "END-OF-MESSAGE"
 
 # verb -> (event type, or None for a verb refused whatever the state; parser; the
 # counter it goes to in the disconnect line, COUNTERS).

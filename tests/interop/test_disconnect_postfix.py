@@ -1,15 +1,20 @@
-"""The replies and the disconnect log line of estafeta's smtpd and of a private Postfix
+"""The replies and the session log lines of estafeta's smtpd and of a private Postfix
 (Debian's 3.7) for the same sessions: `disconnect from HOST[ADDR] ehlo=1 mail=0/1 ...
 commands=N/M`, with Postfix's counters (a failed command as ok/total, unknown verbs
 as unknown=, STARTTLS, AUTH, BDAT, ETRN, XCLIENT, XFORWARD under their own names, in
-Postfix's command-table order), and the reply to every command on the way.
+Postfix's command-table order), the line before it when the session ended badly
+(`lost connection after CMD`, `timeout after CMD`, `too many errors after CMD`, CMD
+being CONNECT, the last verb, UNKNOWN, `DATA (N bytes)` or END-OF-MESSAGE), and the
+reply to every command on the way.
 
 Both servers get the same main.cf settings: HELO required (estafeta always requires
 it), no error sleep, two recipients a message, 5000-byte messages, root and
 postmaster the only local users; Postfix does not offer CHUNKING or ETRN (estafeta
 implements neither; it answers ETRN as Postfix does for a domain not in
-fast_flush_domains). A second port has smtpd_hard_error_limit = 3. The sessions run
-one after the other; after each, the last disconnect line of each maillog is taken.
+fast_flush_domains). A second port has smtpd_hard_error_limit = 3, a third
+smtpd_timeout = 2s, a fourth smtpd_recipient_overshoot_limit = 1 (with the hard
+limit 3). The sessions run one after the other; after each, the last disconnect line
+of each maillog is taken, with the "after" line the same process logged before it.
 Recipe for the private Postfix: ../shared/PEERS.md section 7 (postfix_private.py);
 the EHLO side of the same comparison: test_ehlo_postfix.py.
 """
@@ -37,11 +42,17 @@ SETTINGS = {
     "smtpd_discard_ehlo_keywords": "silent-discard, chunking, etrn",
 }
 HARD_ERRORS = "smtpd_hard_error_limit=3"
+# port -> the master.cf -o settings of its smtpd ("main": none)
+PORTS = {"main": "", "errors": f"-o {HARD_ERRORS}", "timeout": "-o smtpd_timeout=2s",
+         "overshoot": f"-o smtpd_recipient_overshoot_limit=1 -o {HARD_ERRORS}"}
 
 MSG = "<message>"          # stands for a small message and its end
 BIG = "<big message>"      # one over message_size_limit
 CLOSE = "<close>"          # the client closes without QUIT
 PARTIAL = "<half a message, then close>"
+WAIT = "<wait for the server's timeout>"
+PARTIAL_WAIT = "<half a message, then wait>"
+MAIL, RCPT = "MAIL FROM:<a@example.org>", "RCPT TO:<root@localhost>"
 
 # name -> (port, commands). Every reply is compared; a reply that closes the
 # session (221, 421, 521) ends it.
@@ -84,6 +95,34 @@ SESSIONS = {
     "no_quit": ("main", ["EHLO c", "NOOP", CLOSE]),
     "nothing": ("main", [CLOSE]),
     "too_many_errors": ("errors", ["EHLO c", "FOO", "MAIL FROM:<a@example.org> xyz=1", "BAZ", "NOOP"]),
+    # lost connection after CMD: the last command, whatever its reply
+    "lost_after_rcpt": ("main", ["EHLO c", MAIL, RCPT, CLOSE]),
+    "lost_after_refused_mail": ("main", ["EHLO c", "MAIL FROM:<a@example.org> xyz=1", CLOSE]),
+    "lost_after_unknown": ("main", ["EHLO c", "FOO", CLOSE]),
+    "lost_after_empty_line": ("main", ["EHLO c", "", CLOSE]),
+    "lost_after_helo_refused": ("main", ["MAIL FROM:<a@example.org>", CLOSE]),
+    "lost_after_lowercase": ("main", ["ehlo c", "rset", CLOSE]),
+    "lost_after_354": ("main", ["EHLO c", MAIL, RCPT, "DATA", CLOSE]),
+    "lost_after_refused_data": ("main", ["EHLO c", MAIL, "DATA", CLOSE]),
+    "lost_after_message": ("main", ["EHLO c", MAIL, RCPT, "DATA", MSG, CLOSE]),
+    "lost_after_big_message": ("main", ["EHLO c", MAIL, RCPT, "DATA", BIG, CLOSE]),
+    "lost_after_starttls": ("main", ["EHLO c", "STARTTLS", CLOSE]),
+    # too many errors after CMD
+    "too_many_errors_after_mail": ("errors", ["EHLO c", "FOO", "BAR", "MAIL FROM:<a@example.org> xyz=1", "NOOP"]),
+    "too_many_errors_after_rcpt": ("errors", ["EHLO c", MAIL, "RCPT TO:<nosuch@localhost>", "RCPT TO:",
+                                              "RCPT TO:<nosuch@localhost>", "NOOP"]),
+    # timeout after CMD (smtpd_timeout = 2s)
+    "timeout_connect": ("timeout", [WAIT]),
+    "timeout_after_rcpt": ("timeout", ["EHLO c", MAIL, RCPT, WAIT]),
+    "timeout_after_unknown": ("timeout", ["HELO c", "FOO", WAIT]),
+    "timeout_in_message": ("timeout", ["EHLO c", MAIL, RCPT, "DATA", PARTIAL_WAIT]),
+    "timeout_after_message": ("timeout", ["EHLO c", MAIL, RCPT, "DATA", MSG, WAIT]),
+    # smtpd_recipient_limit 2, smtpd_recipient_overshoot_limit 1, smtpd_hard_error_limit 3:
+    # the first 452 is no error; the next ones are, until the 421.
+    "overshoot": ("overshoot", ["EHLO c", MAIL, RCPT, "RCPT TO:<postmaster@localhost>", RCPT, RCPT, "RSET",
+                                MAIL, RCPT, RCPT, RCPT, RCPT, RCPT, "NOOP"]),
+    "overshoot_then_message": ("overshoot", ["EHLO c", MAIL, RCPT, RCPT, RCPT, "DATA", MSG, MAIL, RCPT, RCPT,
+                                             RCPT, RCPT, "QUIT"]),
 }
 
 # Where estafeta's reply is knowingly not Postfix's, Postfix's reply -> ours (both
@@ -118,7 +157,11 @@ def session(port: int, commands: list[str]) -> list[str]:
             if cmd == PARTIAL:
                 s.sendall(b"Subject: half\r\n\r\nand then")
                 break
-            if cmd == MSG:
+            if cmd == WAIT:
+                pass
+            elif cmd == PARTIAL_WAIT:
+                s.sendall(b"Subject: half\r\n..dot\r\nand then")
+            elif cmd == MSG:
                 s.sendall(b"Subject: test\r\n\r\nhello\r\n.\r\n")
             elif cmd == BIG:
                 s.sendall(b"Subject: big\r\n\r\n" + b"x" * 78 * 100 + b"\r\n.\r\n")
@@ -132,13 +175,22 @@ def session(port: int, commands: list[str]) -> list[str]:
     return seen
 
 
-_DISCONNECT = re.compile(r"smtpd\[\d+\]: disconnect from \S+\[[\d.]+\](.*)$", re.M)
+_DISCONNECT = re.compile(r"smtpd\[(\d+)\]: disconnect from \S+\[[\d.]+\](.*)$")
+_AFTER = re.compile(r"smtpd\[(\d+)\]: ((?:lost connection|timeout|too many errors) after .*) from \S+\[[\d.]+\]$")
 
 
 def disconnects(log: str) -> list[str]:
-    """The counters of every disconnect line (the client's name left out: Postfix says
+    """For every disconnect line, "AFTER-LINE | counters": the "lost connection/timeout/
+    too many errors after CMD" line the same process logged since its last disconnect
+    (or "-"), and the counters (the client's name left out: Postfix says
     unknown[127.0.0.1] without peername lookups, estafeta localhost[127.0.0.1])."""
-    return [m.strip() for m in _DISCONNECT.findall(log)]
+    out, after = [], {}
+    for line in log.splitlines():
+        if m := _AFTER.search(line):
+            after[m[1]] = m[2]
+        elif m := _DISCONNECT.search(line):
+            out.append(f"{after.pop(m[1], '-')} | {m[2].strip()}")
+    return out
 
 
 def run(server: dict, commands: list[str], port: str) -> tuple[list[str], str]:
@@ -149,9 +201,14 @@ def run(server: dict, commands: list[str], port: str) -> tuple[list[str], str]:
     return replies, lines[before]
 
 
+def _extra_ports(ports: dict[str, int]) -> str:
+    return "".join(f"127.0.0.1:{ports[name]} inet n - n - - smtpd {opts}\n"
+                   for name, opts in PORTS.items() if name != "main")
+
+
 @pytest.fixture
 def postfix():
-    ports = {"main": free_port(), "errors": free_port()}
+    ports = {name: free_port() for name in PORTS}
     with private_postfix("pf-disc-") as pf:
         main = base_main(pf.dir) + "".join(f"{k} = {v}\n" for k, v in SETTINGS.items()) + """\
 inet_interfaces = loopback-only
@@ -159,17 +216,16 @@ inet_protocols = ipv4
 default_transport = discard:no outbound delivery in tests
 smtpd_peername_lookup = no
 """
-        pf.write(main, MASTER_CF.format(port=ports["main"])
-                 + f"127.0.0.1:{ports['errors']} inet n - n - - smtpd -o {HARD_ERRORS}\n")
+        pf.write(main, MASTER_CF.format(port=ports["main"]) + _extra_ports(ports))
         pf.start(ports.values())
         yield {"ports": ports, "maillog": pf.maillog}
 
 
 @pytest.fixture
 def estafeta():
-    ports = {"main": free_port(), "errors": free_port()}
+    ports = {name: free_port() for name in PORTS}
     inst = Instance(main={**SETTINGS, "smtpd_worker_count": "1"}, port=ports["main"])
-    inst.master_extra = f"127.0.0.1:{ports['errors']} inet n - n - - smtpd -o {HARD_ERRORS}\n"
+    inst.master_extra = _extra_ports(ports)
     with inst:
         inst.init()
         inst.start()
@@ -179,7 +235,7 @@ def estafeta():
 
 
 def test_same_replies_and_disconnect_line_as_postfix(postfix, estafeta):
-    diffs, counted = [], set()
+    diffs, counted, afters = [], set(), set()
     for name, (port, commands) in SESSIONS.items():
         theirs, their_line = run(postfix, commands, port)
         ours, our_line = run(estafeta, commands, port)
@@ -190,9 +246,12 @@ def test_same_replies_and_disconnect_line_as_postfix(postfix, estafeta):
         if len(theirs) != len(ours):
             diffs.append(f"{name}: got {len(ours)} replies, want (Postfix) {len(theirs)}")
         if our_line != their_line:
-            diffs.append(f"{name}: got disconnect line {our_line!r}, want (Postfix) {their_line!r}")
+            diffs.append(f"{name}: got log lines {our_line!r}, want (Postfix) {their_line!r}")
+        afters.add(their_line.split(" | ")[0].split(" after ")[0])
     assert not diffs, "\n".join(diffs)
     # The comparison cannot pass by both lines being short: Postfix counted these.
     want = {"helo", "ehlo", "xclient", "xforward", "starttls", "auth", "mail", "rcpt", "data", "bdat",
             "rset", "noop", "vrfy", "etrn", "quit", "unknown", "commands"}
     assert counted == want, f"got counters {sorted(counted)} in Postfix's lines, want {sorted(want)}"
+    want = {"-", "lost connection", "timeout", "too many errors"}
+    assert afters >= want, f"got {sorted(afters)} before Postfix's disconnect lines, want {sorted(want)}"

@@ -77,6 +77,16 @@ def test_banner_ehlo_and_recipient_limit_from_main_cf(tmp_path) -> None:
     assert log == want_log, f"got {log}, want {want_log}"
 
 
+def test_recipient_limit_zero_means_none_up_to_the_maildrop_cap(tmp_path, monkeypatch) -> None:
+    """smtpd_recipient_limit = 0 is no limit in Postfix; -bs still never takes more
+    than a maildrop file may hold (pickup would move it to corrupt/ after our 250)."""
+    from estafeta.queue import maildrop
+    monkeypatch.setattr(maildrop, "MAX_RECIPIENTS", 3)
+    dialog = b"HELO me\nMAIL FROM:<s@example.org>\n" + b"".join(b"RCPT TO:<r%d@localhost>\n" % i for i in range(4))
+    got, _, _ = session(tmp_path, "smtpd_recipient_limit = 0\n", dialog + b"QUIT\n")
+    assert got[3:7] == ["250 2.1.5 Ok"] * 3 + ["452 4.5.3 Error: too many recipients"], got
+
+
 def test_vrfy_and_strict_envelopes(tmp_path) -> None:
     dialog = b"HELO me\nVRFY demo\nMAIL FROM:s@example.org\nQUIT\n"
     got, _, _ = session(tmp_path, "disable_vrfy_command = yes\nstrict_rfc821_envelopes = yes\n", dialog)

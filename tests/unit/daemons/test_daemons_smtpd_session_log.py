@@ -1,0 +1,125 @@
+"""smtpd's session log lines, as Postfix 3.7's (compared with a real Postfix in
+tests/interop/test_disconnect_postfix.py): "lost connection after CMD" when the
+client leaves without QUIT (not after a message's end), "timeout after CMD",
+"too many errors after CMD", each before the disconnect line. A real event loop and
+a fake transport; commands that need no restriction lists."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from estafeta.config.main_cf import MainConfig
+from estafeta.core import maillog
+from estafeta.core.smtpsettings import DiscardMaps, smtp_settings
+from estafeta.daemons.smtpd import Session, SmtpdConfig
+from estafeta.proto import replies as R
+from estafeta.tables import open_table
+
+CLIENT = "unknown[192.0.2.1]"
+
+
+class FakeConfig:
+    session_settings = SmtpdConfig.session_settings
+
+    def __init__(self, text: str = "") -> None:
+        cfg = MainConfig.parse("myhostname = mx.example.org\n" + text, "main.cf")
+        self.smtp = smtp_settings(cfg)
+        self.discard_maps = DiscardMaps(cfg, self.smtp, open_table)
+        self.hostname, self.banner, self.helo = self.smtp.hostname, self.smtp.banner, self.smtp.helo
+        self.timeout, self.soft_errors, self.error_sleep = 300.0, 10, 0.0
+        self.sessions = self.max_sessions = 0
+        self.board = self.acceptor = None
+        self.delay_reject = True
+        self.too_many_errors = R.TOO_MANY_ERRORS.with_text(f"{self.hostname} {R.TOO_MANY_ERRORS.text}")
+        self.timeout_reply = R.TIMEOUT.with_text(f"{self.hostname} {R.TIMEOUT.text}")
+
+    def in_mynetworks(self, addr: str) -> bool:
+        return False
+
+
+class FakeTransport:
+    def __init__(self) -> None:
+        self.out, self.closed = bytearray(), False
+
+    def get_extra_info(self, name: str):
+        return ("192.0.2.1", 40000) if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        self.out += data
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def close(self) -> None:
+        self.closed = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+@pytest.fixture
+def logged(monkeypatch) -> list[str]:
+    lines: list[str] = []
+    monkeypatch.setattr(maillog.log, "info", lambda m: lines.append(m))
+    monkeypatch.setattr(maillog.log, "warning", lambda m: lines.append("warning: " + m))
+    return lines
+
+
+def session(sc: FakeConfig, commands: bytes, end: str) -> None:
+    """Run one session; `end`: "eof" (the client closes), "server" (it closed already:
+    the transport is closed, the loop reports the loss), "timeout"."""
+    async def run() -> None:
+        t = FakeTransport()
+        s = Session(sc)
+        s.connection_made(t)
+        if commands:
+            s.data_received(commands)
+        if end == "eof":
+            s.eof_received()
+        elif end == "timeout":
+            s.last = time.monotonic() - sc.timeout - 1
+            s._check_timeout()
+            assert t.out.decode().splitlines()[-1] == "421 4.4.2 mx.example.org Error: timeout exceeded"
+        s.timer.cancel()
+        s.connection_lost(None)
+    asyncio.run(run())
+
+
+def test_lost_connection_names_the_last_command(logged) -> None:
+    cases = {
+        b"": f"lost connection after CONNECT from {CLIENT}",
+        b"EHLO c\r\nNOOP\r\n": f"lost connection after NOOP from {CLIENT}",
+        b"EHLO c\r\nFOO\r\n": f"lost connection after UNKNOWN from {CLIENT}",
+        b"EHLO c\r\n\r\n": f"lost connection after EHLO from {CLIENT}",
+        b"EHLO c\r\nMAIL FROM:<a@example.org> xyz=1\r\n": f"lost connection after MAIL from {CLIENT}",
+    }
+    for commands, want in cases.items():
+        logged.clear()
+        session(FakeConfig(), commands, "eof")
+        assert logged[-2] == want, f"{commands!r}: got {logged}, want {want!r} before the disconnect line"
+        assert logged[-1].startswith(f"disconnect from {CLIENT}"), f"got {logged}"
+
+
+def test_no_lost_connection_after_quit_or_a_closing_reply(logged) -> None:
+    session(FakeConfig(), b"EHLO c\r\nQUIT\r\n", "eof")
+    assert logged == ["connect from " + CLIENT, f"disconnect from {CLIENT} ehlo=1 quit=1 commands=2"], f"got {logged}"
+
+
+def test_timeout_names_the_last_command(logged) -> None:
+    session(FakeConfig(), b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n", "timeout")
+    want = ["connect from " + CLIENT, f"timeout after MAIL from {CLIENT}",
+            f"disconnect from {CLIENT} ehlo=1 mail=1 commands=2"]
+    assert logged == want, f"got {logged}, want {want}"
+
+
+def test_too_many_errors_names_the_last_command(logged) -> None:
+    session(FakeConfig("smtpd_hard_error_limit = 2\n"), b"EHLO c\r\nFOO\r\nMAIL FROM:<a@example.org> x=1\r\nNOOP\r\n",
+            "server")
+    want = ["connect from " + CLIENT, f"too many errors after MAIL from {CLIENT}",
+            f"disconnect from {CLIENT} ehlo=1 mail=0/1 unknown=0/1 commands=1/3"]
+    assert logged == want, f"got {logged}, want {want}"
