@@ -111,15 +111,29 @@ def ensure_mail_owner(name: str) -> tuple[int, int]:
 
 
 def cmd_check(args) -> int:
+    """main.cf and master.cf, then every table the daemons open and the transports
+    main.cf names (config/table_check.py). Warnings are printed; the first error found
+    before the tables, or the last of the table errors (the others printed as
+    "error:"), is raised as ConfigError: start and reload refuse on it."""
+    # Imported here as every command of this file does: `estafeta status` need not
+    # load the table and policy modules. The check never runs after a privilege drop.
+    from ..config.table_check import check_tables_and_transports
     from ..config.main_cf import check
+    from ..core.resolve import Resolver
     from ..daemons.master import load_config
     cdir = config_dir(args)
     cfg = load(cdir)
     for w in check(cfg):
         print(f"estafeta: warning: {w}", file=sys.stderr)
-    load_config(cdir)
-    from ..core.resolve import Resolver
-    Resolver(cfg)       # opens every table the routing needs: missing files show here
+    _cfg, entries = load_config(cdir)
+    resolver = Resolver(cfg)    # the routing tables: their errors are fatal, as before
+    report = check_tables_and_transports(cfg, entries, os.path.join(cdir, "master.cf"), resolver)
+    for w in report.warnings:
+        print(f"estafeta: warning: {w}", file=sys.stderr)
+    for e in report.errors[:-1]:
+        print(f"estafeta: error: {e}", file=sys.stderr)
+    if report.errors:
+        raise report.errors[-1]
     return 0
 
 
