@@ -104,7 +104,9 @@ def notice(flags: int, orcpt: str, ret: str, envid: str, reason: str, original: 
           "Final-Recipient per recipient block")
     check(set(blocks[0].keys()) <= {"Reporting-MTA", "X-Estafeta-Queue-ID", "X-Estafeta-Sender",
                                     "Original-Envelope-Id", "Arrival-Date"}, f"per-message fields {blocks[0].keys()}")
-    _ctype, returned = notices.returned_part(notices.Notice(kind, "mx.example", "4ABCDEF", "", "a@b", 0.0, 0.0,
+    # The same sender as above: a postmaster copy (sender set) returns headers only, a
+    # double bounce (null sender) the whole message.
+    _ctype, returned = notices.returned_part(notices.Notice(kind, "mx.example", "4ABCDEF", reason[:60], "a@b", 0.0, 0.0,
                                                             rcpts, original, ret=ret, size_limit=2000,
                                                             postmaster_copy=bool(flags & 16)))
     check(b"\n\n" + returned + b"\n--" in raw, "the returned message is not in the notice intact")
