@@ -235,6 +235,11 @@ def cmd_map(args) -> int:
     from ..tables import open_table
     spec = args.table if ":" in args.table else f"{default_database_type(args)}:{args.table}"
     kind, _, path = spec.partition(":")
+    if kind == "proxy":
+        refusal = proxy_map_refusal(args, spec, build=args.query is None and not args.dump)
+        if refusal:
+            err(f"fatal: {refusal}")
+            return EX_CONFIG
     if args.query is not None or args.dump:
         from ..tables import TableTempError
         table = open_table(spec)
@@ -271,6 +276,22 @@ def cmd_map(args) -> int:
     from ..tables import hash as hash_table
     hash_table.build(path, hash_table.source_pairs(path))
     return 0
+
+
+def proxy_map_refusal(args, spec: str, build: bool) -> str | None:
+    """Why `estafeta map` refuses a proxy: table, as Postfix's postmap does through
+    proxymap(8): no index is built through proxy: (proxymap is read only here, there
+    is no proxywrite), and a query needs the table approved by main.cf's
+    proxy_read_maps (its default when there is no main.cf)."""
+    from ..config.main_cf import MainConfig
+    from ..tables import proxied_name, proxy_read_approved, unapproved_proxy_reads
+    inner = proxied_name(spec) or ""
+    if build:
+        return f"{spec}: cannot build a table through proxy: (read only); build {inner}"
+    path = os.path.join(config_dir(args), "main.cf")
+    cfg = load(config_dir(args)) if os.path.exists(path) else MainConfig(path=path)
+    refused = unapproved_proxy_reads(spec, proxy_read_approved(cfg.get("proxy_read_maps")))
+    return f"proxymap service is not configured for table \"{inner}\" ({refused[0]})" if refused else None
 
 
 def cmd_newaliases(args) -> int:

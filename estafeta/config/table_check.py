@@ -8,7 +8,8 @@ that names the table, then the table's own error, which names its file and line:
     /etc/estafeta/main.cf, line 12: header_checks: /etc/estafeta/hc, line 3: endif without matching if
 
 Fatal (an error: check exits 78, EX_CONFIG; start and reload refuse) when the daemon would not
-start: the routing tables (core/resolve.py, checked by the caller as before), the
+start: a proxy:type:name that main.cf's proxy_read_maps does not list (Postfix's
+"unapproved table"), the routing tables (core/resolve.py, checked by the caller as before), the
 tables cleanup opens at start in smtpd, pickup and qmgr (canonical, virtual alias,
 masquerade_exceptions tables, header/body checks, bcc maps) and virtual_mailbox_maps
 (smtpd, virtual). A warning where the daemon degrades as Postfix's does: the local
@@ -35,7 +36,7 @@ from ..core.errors import ConfigError
 from ..core.resolve import DomainList, Resolver
 from ..policy import restrictions as P
 from ..tables import InlineTable, StaticTable, Table, TableList, TableTempError, TextHashTable, open_table, \
-    split_table_list
+    proxy_read_approved, split_table_list, unapproved_proxy_reads
 from ..tables.cidr import CidrTable
 from ..tables.hash import HashTable
 from ..tables.patterns import PatternTable
@@ -53,7 +54,8 @@ ROUTING = ("mydestination", "virtual_mailbox_domains", "virtual_alias_domains", 
 # Table-list parameters no daemon opens: alias_database is newaliases' (it reads the
 # source files and writes the tables); mynetworks and local_header_rewrite_clients
 # take no type:table here (their table items are ignored by smtpd and cleanup).
-NOT_OPENED = ("alias_database", "mynetworks", "local_header_rewrite_clients")
+# proxy_read_maps and proxy_write_maps name tables to approve, not to open.
+NOT_OPENED = ("alias_database", "mynetworks", "local_header_rewrite_clients", "proxy_read_maps", "proxy_write_maps")
 TRANSPORT_PARAMS = ("default_transport", "relay_transport", "local_transport", "virtual_transport",
                     "mailbox_transport", "fallback_transport")
 CLEANUP_USERS = frozenset({"smtpd", "pickup", "qmgr"})
@@ -145,6 +147,7 @@ def check_tables_and_transports(cfg: MainConfig, entries: list[ServiceEntry], ma
     """Open every table the daemons open (once each) and compare transports with
     master.cf. `resolver`: the one the caller built (its tables are not reopened)."""
     rep = Report()
+    check_proxy_reads(cfg, entries, master_path, rep)
     opener = _Opener()
     if resolver is not None:
         for t in _resolver_tables(resolver):
@@ -224,6 +227,50 @@ def _check_param(cfg: MainConfig, name: str, group: Group, opener: _Opener, rep:
             opener(item)
         except Exception as e:
             problem(str(e), group.fatal)
+
+
+# -- proxy: tables ---------------------------------------------------------------------------
+
+# Not table lists: the approval lists themselves.
+PROXY_LISTS = ("proxy_read_maps", "proxy_write_maps")
+
+
+def check_proxy_reads(cfg: MainConfig, entries: list[ServiceEntry], master_path: str, rep: Report) -> None:
+    """Postfix's proxymap(8) answers only for tables its main.cf approves: every
+    proxy:type:name in any parameter (table lists, restriction lists, restriction
+    classes; master.cf -o values too) must be listed in main.cf's proxy_read_maps.
+    Fatal, as in Postfix, where the client process dies on the refusal. The approval
+    set is main.cf's, not the service's: proxymap never sees a client's -o."""
+    approved = proxy_read_approved(_value(cfg, "proxy_read_maps") or "")
+
+    def scan(c: MainConfig, names: Iterable[str], at: Callable[[str], tuple[str, int]], who: str = "") -> None:
+        for name in sorted(names):
+            if name in PROXY_LISTS:
+                continue
+            value = _value(c, name)
+            if value is None or "proxy:" not in value:
+                continue
+            for text in unapproved_proxy_reads(value, approved):
+                path, line = at(name)
+                rep.errors.append(ConfigError(path, line, f"{who}{name}: {text}"))
+
+    scan(cfg, cfg.names(), lambda name: where(cfg, name))
+    for e in entries:
+        if e.overrides:
+            try:
+                scfg = cfg.overrides(e.overrides, path=master_path, line=e.line)
+            except ConfigError:
+                continue                     # reported by the master.cf check
+            scan(scfg, [n for n in e.overrides if _value(scfg, n) != _value(cfg, n)],
+                 lambda name: (master_path, e.line), f"service {e.name}: ")
+
+
+def _value(cfg: MainConfig, name: str) -> str | None:
+    """The expanded value, None when it does not expand (main.cf's check says why)."""
+    try:
+        return cfg.get(name)
+    except (ConfigError, KeyError):
+        return None
 
 
 # -- transports ----------------------------------------------------------------------------

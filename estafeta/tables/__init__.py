@@ -5,11 +5,19 @@ answer raises TableTempError so the caller defers (4xx) and never takes the key
 for absent. This module holds the registry and the simple in-memory kinds
 (static, inline, texthash); the indexed, regexp and database kinds arrive with the
 tables issue and register here the same way.
+
+`proxy:TYPE:NAME` (Postfix's proxymap(8) clients) is TYPE:NAME opened in the process
+that asks: estafeta has no proxymap daemon, every process opens its own tables. What
+proxy: still brings is Postfix's approval rule, checked on main.cf by `estafeta
+check` (config/table_check.py): a proxy: table must be listed in proxy_read_maps.
+Read only: no estafeta table is written, so proxy_write_maps has nothing to approve.
 Next: HACKING.md "add a table type".
 """
 from __future__ import annotations
 
+import grp
 import os
+import pwd
 from typing import Callable, Protocol
 
 from ..core.errors import ConfigError, TempFail
@@ -145,8 +153,6 @@ class UnixTable:
         self.kind = name
 
     def lookup(self, key: str) -> str | None:
-        import grp
-        import pwd
         try:
             if self.kind == "passwd.byname":
                 p = pwd.getpwnam(key)
@@ -173,6 +179,62 @@ def open_table(spec: str) -> Table:
     if factory is None:
         raise ConfigError(spec, 0, f"unsupported table type {kind!r} (supported: {', '.join(sorted(REGISTRY))})")
     return factory(name)
+
+
+PROXY = "proxy:"
+
+
+def open_proxied(name: str) -> Table:
+    """proxy:TYPE:NAME -> the table TYPE:NAME itself, opened here (no proxymap daemon).
+
+    The table keeps its own name ("hash:/etc/x"): lookup order (pattern tables are
+    asked once, lookup.PATTERN_TYPES) and every other decision by type see the real
+    type, as Postfix's proxy client takes the flags of the table behind it.
+    proxy:proxy:... is refused: Postfix's proxymap strips repeated prefixes, but
+    nesting means nothing and is most likely a typo (a doubled $name expansion)."""
+    spec = PROXY + name
+    if name.startswith(PROXY):
+        raise ConfigError(spec, 0, "nested proxy: table: write proxy:type:name, with one proxy: prefix")
+    if ":" not in name:
+        raise ConfigError(spec, 0, "proxy: table must be written proxy:type:name")
+    return open_table(name)
+
+
+def proxied_name(spec: str) -> str | None:
+    """'proxy:hash:/x' -> 'hash:/x' (every leading proxy: stripped, as proxymap does);
+    None for a spec that is not a proxy: table."""
+    if not spec.startswith(PROXY):
+        return None
+    while spec.startswith(PROXY):
+        spec = spec[len(PROXY):]
+    return spec
+
+
+def proxy_read_approved(proxy_read_maps: str) -> frozenset[str]:
+    """The tables an expanded proxy_read_maps approves, as Postfix's proxymap reads
+    it: only its proxy:TYPE:NAME items count (the rest of "$smtpd_client_restrictions"
+    and friends is ignored), named without the proxy: prefix."""
+    out = set()
+    for item in split_table_list(proxy_read_maps):
+        inner = proxied_name(item)
+        if inner is not None and ":" in inner:
+            out.add(inner)
+    return frozenset(out)
+
+
+def unapproved_proxy_reads(value: str, approved: frozenset[str]) -> list[str]:
+    """Postfix's refusal, one line per proxy: item of `value` (a table list or a
+    restriction list) not approved by proxy_read_maps. proxymap(8) logs the two
+    warnings joined here; its client then dies with "proxymap service is not
+    configured for table"."""
+    out = []
+    for item in split_table_list(value):
+        inner = proxied_name(item)
+        if inner is None or ":" not in inner or inner in approved:
+            continue
+        out.append(f'request for unapproved table: "{inner}"; to approve this table for read-only access, '
+                   f"list {PROXY}{inner} in main.cf:proxy_read_maps")
+    return list(dict.fromkeys(out))
 
 
 def split_table_list(value: str) -> list[str]:
@@ -221,3 +283,4 @@ REGISTRY["pcre"] = PcreTable
 REGISTRY["cidr"] = CidrTable
 REGISTRY["sqlite"] = SqliteTable
 REGISTRY["pgsql"] = PgsqlTable
+REGISTRY["proxy"] = open_proxied

@@ -64,9 +64,8 @@ DEFAULT_DIFFERENCES = {
     # Postfix computes it from the host's interfaces (mynetworks_style):
     # machine-dependent; estafeta's default is loopback only.
     "mynetworks": "machine-dependent in Postfix",
-    # No NIS ("nis:mail.aliases") and no proxymap ("proxy:unix:passwd.byname").
+    # No NIS ("nis:mail.aliases").
     "alias_maps": "no nis: tables",
-    "local_recipient_maps": "no proxy: tables",
     # The greeting does not advertise the software (seed 5.3.3).
     "smtpd_banner": "$myhostname ESMTP, without $mail_name",
     # Read-only values of the running Postfix program, not settings: the
