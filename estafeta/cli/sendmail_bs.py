@@ -247,6 +247,8 @@ class Session:
         reply = e.reply if isinstance(e, ev.BadCommand) else self.on_command(e)
         if isinstance(e, ev.Data) and reply.code == 354:
             self.in_data, self.body = True, bytearray()
+        elif isinstance(e, ev.BadCommand) and not e.command:
+            pass        # an empty line: no command, not counted (Postfix 3.7's smtpd -S, as smtpd)
         else:
             # Postfix: a recipient past smtpd_recipient_limit is not a failed command
             # (within smtpd_recipient_overshoot_limit: the codec's rule, as smtpd's).

@@ -379,7 +379,8 @@ def check(cfg: MainConfig) -> list[str]:
 
     Errors: a value that fails its declared type or cannot be expanded
     (reported at the line that set it), an unknown mynetworks_style, a
-    mailbox_size_limit or virtual_mailbox_limit below message_size_limit. Warnings:
+    mailbox_size_limit or virtual_mailbox_limit below message_size_limit, an
+    smtpd_recipient_limit below 1 (Postfix's minimum). Warnings:
     duplicate settings, unknown parameters that no other value references
     (Postfix's "unused parameter"; referenced ones are user-defined macros and
     fine), and declared parameters that estafeta does not act on (Param.ignored)
@@ -409,6 +410,11 @@ def check(cfg: MainConfig) -> list[str]:
         raise ConfigError(path, line, f"parameter mynetworks_style: unknown value {style!r} "
                                       f"(want {', '.join(MYNETWORKS_STYLES)})")
     _check_mailbox_limits(cfg)
+    if cfg.get_int("smtpd_recipient_limit") < 1:
+        # Postfix's smtpd and sendmail -bs stop: "invalid smtpd_recipient_limit parameter value 0 < 1".
+        path, line = cfg._where("smtpd_recipient_limit")
+        raise ConfigError(path, line, f"invalid smtpd_recipient_limit parameter value "
+                                      f"{cfg.get_int('smtpd_recipient_limit')} < 1")
     for name, s in cfg._settings.items():
         p = PARAMS.get(name)
         if p is not None and p.ignored and not _asks_nothing(cfg, p):

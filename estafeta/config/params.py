@@ -418,7 +418,7 @@ _ALL: list[Param] = [
     _p("default_database_type", Str, "hash", "Table type of a file named without one by estafeta map (postmap) and newaliases."),
     # --- SMTP server -----------------------------------------------------------
     _p("smtpd_banner", Str, "$myhostname ESMTP", "Text after the 220 code in the greeting; no software version (seed 5.3.3)."),
-    _p("smtpd_recipient_limit", Int, "1000", "Most recipients accepted in one transaction (0: no limit; sendmail -bs never takes more than 10,000)."),
+    _p("smtpd_recipient_limit", Int, "1000", "Most recipients accepted in one transaction (at least 1, as in Postfix; sendmail -bs never takes more than 10,000)."),
     _p("smtpd_recipient_overshoot_limit", Int, "1000",
        "RCPTs refused past smtpd_recipient_limit (452) in one transaction that do not count as errors; "
        "later ones count toward smtpd_soft_error_limit and smtpd_hard_error_limit."),

@@ -440,7 +440,8 @@ class Session(asyncio.Protocol):
 
     def on_rcpt(self, e: ev.RcptTo) -> R.Reply:
         rcpt = e.address
-        if self.sc.rcpt_limit and len(self.rcpts) >= self.sc.rcpt_limit:     # 0: no limit, as Postfix
+        # 0 (refused by estafeta check, as Postfix 3.7 refuses it) would mean no limit here.
+        if self.sc.rcpt_limit and len(self.rcpts) >= self.sc.rcpt_limit:
             return R.TOO_MANY_RECIPIENTS
         try:
             refusal = self.check_recipient(rcpt)

@@ -123,9 +123,11 @@ class ServerConnection:
         command, the last command's verb (UNKNOWN for one not known; an empty line
         changes nothing), "DATA (N bytes)" inside a message, END-OF-MESSAGE after
         one. N counts the complete lines received, unstuffed, with CRLF (Postfix's
-        act_size: a last line without its end is not counted)."""
+        act_size: a last line without its end is not counted; past
+        message_size_limit it stays at the last whole line that fit; after a bare LF
+        it goes on counting: framing.py)."""
         if self._framer is not None:       # in a message (also once the client left)
-            return f"DATA ({self._framer.size} bytes)"
+            return f"DATA ({self._framer.size_with(self._buf[self._pos:])} bytes)"
         return self.where.upper()
 
     def error_counted(self, reply: Reply) -> bool:

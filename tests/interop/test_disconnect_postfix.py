@@ -5,7 +5,9 @@ as unknown=, STARTTLS, AUTH, BDAT, ETRN, XCLIENT, XFORWARD under their own names
 Postfix's command-table order), the line before it when the session ended badly
 (`lost connection after CMD`, `timeout after CMD`, `too many errors after CMD`, CMD
 being CONNECT, the last verb, UNKNOWN, `DATA (N bytes)` or END-OF-MESSAGE), and the
-reply to every command on the way.
+reply to every command on the way. N is compared for a message left half-way, also
+past message_size_limit (Postfix stops counting at the last whole line that fit) and
+after a bare LF (Postfix goes on counting).
 
 Both servers get the same main.cf settings: HELO required (estafeta always requires
 it), no error sleep, two recipients a message, 5000-byte messages, root and
@@ -15,6 +17,9 @@ fast_flush_domains). A second port has smtpd_hard_error_limit = 3, a third
 smtpd_timeout = 2s, a fourth smtpd_recipient_overshoot_limit = 1 (with the hard
 limit 3). The sessions run one after the other; after each, the last disconnect line
 of each maillog is taken, with the "after" line the same process logged before it.
+smtpd_recipient_limit = 0 (no limit to estafeta) has no session here: Postfix 3.7's
+smtpd refuses that value ("fatal: invalid smtpd_recipient_limit parameter value 0 <
+1"); tests/unit/daemons/test_daemons_smtpd_session_log.py covers it.
 Recipe for the private Postfix: ../shared/PEERS.md section 7 (postfix_private.py);
 the EHLO side of the same comparison: test_ehlo_postfix.py.
 """
@@ -52,6 +57,15 @@ CLOSE = "<close>"          # the client closes without QUIT
 PARTIAL = "<half a message, then close>"
 WAIT = "<wait for the server's timeout>"
 PARTIAL_WAIT = "<half a message, then wait>"
+# Over message_size_limit in whole 80-octet lines (a dot-stuffed one among them),
+# then a line without its end: Postfix's count stops at the last line that fit.
+BIG_PARTIAL = "<more than message_size_limit, then close>"
+BIG_PARTIAL_WAIT = "<more than message_size_limit, then wait>"
+# A bare LF (a line end to Postfix, smtpd_forbid_bare_newline = no: its count goes
+# on; estafeta will refuse the message but counts as Postfix does), a bare CR, then
+# more than message_size_limit.
+BARE_LF_PARTIAL = "<a bare LF, then too much, then close>"
+BARE_LF_LAST = "<lines ended by bare LFs, then close>"
 MAIL, RCPT = "MAIL FROM:<a@example.org>", "RCPT TO:<root@localhost>"
 
 # name -> (port, commands). Every reply is compared; a reply that closes the
@@ -100,6 +114,7 @@ SESSIONS = {
     "lost_after_refused_mail": ("main", ["EHLO c", "MAIL FROM:<a@example.org> xyz=1", CLOSE]),
     "lost_after_unknown": ("main", ["EHLO c", "FOO", CLOSE]),
     "lost_after_empty_line": ("main", ["EHLO c", "", CLOSE]),
+    "blank_lines": ("main", ["", "EHLO c", "", "   ", "NOOP", "\t", "QUIT"]),
     "lost_after_helo_refused": ("main", ["MAIL FROM:<a@example.org>", CLOSE]),
     "lost_after_lowercase": ("main", ["ehlo c", "rset", CLOSE]),
     "lost_after_354": ("main", ["EHLO c", MAIL, RCPT, "DATA", CLOSE]),
@@ -107,7 +122,11 @@ SESSIONS = {
     "lost_after_message": ("main", ["EHLO c", MAIL, RCPT, "DATA", MSG, CLOSE]),
     "lost_after_big_message": ("main", ["EHLO c", MAIL, RCPT, "DATA", BIG, CLOSE]),
     "lost_after_starttls": ("main", ["EHLO c", "STARTTLS", CLOSE]),
+    "lost_in_big_message": ("main", ["EHLO c", MAIL, RCPT, "DATA", BIG_PARTIAL]),
+    "lost_in_message_after_bare_lf": ("main", ["EHLO c", MAIL, RCPT, "DATA", BARE_LF_PARTIAL]),
+    "lost_in_message_bare_lf_last": ("main", ["EHLO c", MAIL, RCPT, "DATA", BARE_LF_LAST]),
     # too many errors after CMD
+    "too_many_errors_empty_lines": ("errors", ["EHLO c", "", "   ", "", "NOOP"]),
     "too_many_errors_after_mail": ("errors", ["EHLO c", "FOO", "BAR", "MAIL FROM:<a@example.org> xyz=1", "NOOP"]),
     "too_many_errors_after_rcpt": ("errors", ["EHLO c", MAIL, "RCPT TO:<nosuch@localhost>", "RCPT TO:",
                                               "RCPT TO:<nosuch@localhost>", "NOOP"]),
@@ -117,6 +136,7 @@ SESSIONS = {
     "timeout_after_unknown": ("timeout", ["HELO c", "FOO", WAIT]),
     "timeout_in_message": ("timeout", ["EHLO c", MAIL, RCPT, "DATA", PARTIAL_WAIT]),
     "timeout_after_message": ("timeout", ["EHLO c", MAIL, RCPT, "DATA", MSG, WAIT]),
+    "timeout_in_big_message": ("timeout", ["EHLO c", MAIL, RCPT, "DATA", BIG_PARTIAL_WAIT]),
     # smtpd_recipient_limit 2, smtpd_recipient_overshoot_limit 1, smtpd_hard_error_limit 3:
     # the first 452 is no error; the next ones are, until the 421.
     "overshoot": ("overshoot", ["EHLO c", MAIL, RCPT, "RCPT TO:<postmaster@localhost>", RCPT, RCPT, "RSET",
@@ -145,6 +165,9 @@ def _reply(f) -> str:
     return " | ".join(lines)
 
 
+_BIG_LINES = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 40 + b"..dot\r\n" + (b"y" * 78 + b"\r\n") * 40 + b"and then"
+
+
 def session(port: int, commands: list[str]) -> list[str]:
     """'command -> reply' for each command, until the server closes (221, 421, 521)."""
     seen = []
@@ -157,10 +180,21 @@ def session(port: int, commands: list[str]) -> list[str]:
             if cmd == PARTIAL:
                 s.sendall(b"Subject: half\r\n\r\nand then")
                 break
+            if cmd == BIG_PARTIAL:
+                s.sendall(_BIG_LINES)
+                break
+            if cmd == BARE_LF_LAST:
+                s.sendall(b"Subject: x\r\n\r\nab\r\n.cd\nef\n")
+                break
+            if cmd == BARE_LF_PARTIAL:
+                s.sendall(b"Subject: x\r\n\r\nab\n.cd\r\nef\rgh\r\n..\r\n" + _BIG_LINES)
+                break
             if cmd == WAIT:
                 pass
             elif cmd == PARTIAL_WAIT:
                 s.sendall(b"Subject: half\r\n..dot\r\nand then")
+            elif cmd == BIG_PARTIAL_WAIT:
+                s.sendall(_BIG_LINES)
             elif cmd == MSG:
                 s.sendall(b"Subject: test\r\n\r\nhello\r\n.\r\n")
             elif cmd == BIG:
@@ -193,6 +227,16 @@ def disconnects(log: str) -> list[str]:
     return out
 
 
+def settle(maillog, probes: int) -> None:
+    """Wait until the sessions of the start-up port probes (at least `probes`) have all
+    logged their disconnect line: one logged late would be taken for a session's."""
+    def done() -> bool:
+        log = maillog()
+        connects = log.count(": connect from ")
+        return connects >= probes and len(disconnects(log)) == connects
+    wait_for(done, 20, what="the port probes' disconnect lines")
+
+
 def run(server: dict, commands: list[str], port: str) -> tuple[list[str], str]:
     before = len(disconnects(server["maillog"]()))
     replies = session(server["ports"][port], commands)
@@ -218,6 +262,7 @@ smtpd_peername_lookup = no
 """
         pf.write(main, MASTER_CF.format(port=ports["main"]) + _extra_ports(ports))
         pf.start(ports.values())
+        settle(pf.maillog, len(ports))
         yield {"ports": ports, "maillog": pf.maillog}
 
 
@@ -231,6 +276,7 @@ def estafeta():
         inst.start()
         for port in ports.values():
             wait_for(lambda: port_open(port), 20, what="estafeta smtpd")
+        settle(inst.log, len(ports))
         yield {"ports": ports, "maillog": inst.log}
 
 

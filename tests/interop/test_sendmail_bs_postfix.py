@@ -6,7 +6,8 @@ it stays open and silent) and compares the smtpd lines each wrote to its maillog
 with program names, pids and queue ids taken out: connect, `ID: client=`, the
 discard line at EHLO, smtpd_discard_ehlo_keyword_address_maps looked up for
 127.0.0.1 (a result, no result, a missing table), lost connection, timeout, too
-many errors, and the disconnect counters. Only the wording of the table-problem
+many errors, and the disconnect counters (an empty or blank line counts nowhere,
+as in the network smtpd). Only the wording of the table-problem
 warnings differs (each system names its own error); those are compared up to the
 looked-up key. Recipe for the private Postfix: ../shared/PEERS.md section 7
 (tests/interop/postfix_private.py). The same lines are pinned without Postfix in
@@ -38,6 +39,8 @@ CASES = {
     "two_messages_lf": ("smtpd_recipient_limit = 1\n",
                         b"HELO x\nMAIL FROM:<s@example.org>\nRCPT TO:<u@example.net>\nRCPT TO:<v@example.net>\n"
                         b"DATA\nSubject: x\n\nhi\n.\nMAIL FROM:<>\nRCPT TO:<u@example.net>\nDATA\n.\nQUIT\n", False),
+    "empty_lines": ("", b"\r\n   \r\nHELO x\r\n\r\nNOOP\r\n\nQUIT\r\n", False),
+    "lost_after_empty_line": ("", b"HELO x\r\n\r\n", False),
     "eof_at_connect": ("", b"", False),
     "eof_in_data": ("", MSG, False),
     "eof_after_message": ("", MSG + b".\r\n", False),

@@ -78,8 +78,10 @@ def test_banner_ehlo_and_recipient_limit_from_main_cf(tmp_path) -> None:
 
 
 def test_recipient_limit_zero_means_none_up_to_the_maildrop_cap(tmp_path, monkeypatch) -> None:
-    """smtpd_recipient_limit = 0 is no limit in Postfix; -bs still never takes more
-    than a maildrop file may hold (pickup would move it to corrupt/ after our 250)."""
+    """smtpd_recipient_limit = 0 is no limit to estafeta (Postfix's code reads it so,
+    but Postfix 3.7 refuses the value: "fatal: invalid smtpd_recipient_limit parameter
+    value 0 < 1", smtpd and sendmail -bs alike); -bs still never takes more than a
+    maildrop file may hold (pickup would move it to corrupt/ after our 250)."""
     from estafeta.queue import maildrop
     monkeypatch.setattr(maildrop, "MAX_RECIPIENTS", 3)
     dialog = b"HELO me\nMAIL FROM:<s@example.org>\n" + b"".join(b"RCPT TO:<r%d@localhost>\n" % i for i in range(4))
@@ -116,6 +118,22 @@ def test_counters_as_postfix(tmp_path) -> None:
     want = ["connect from localhost[127.0.0.1]", "QID: client=localhost[127.0.0.1]",
             "disconnect from localhost[127.0.0.1] helo=1 ehlo=1 mail=1 rcpt=1/3 rset=1 noop=1 vrfy=1 quit=1 "
             "unknown=0/1 commands=8/11"]
+    assert log == want, f"got {log}, want {want}"
+
+
+def test_empty_line_is_no_command(tmp_path) -> None:
+    # Postfix 3.7's sendmail -bs (smtpd -S) answers an empty or blank line 500 and
+    # counts it nowhere, as its network smtpd does; read from its maillog:
+    # disconnect from localhost[127.0.0.1] noop=1 quit=1 commands=2, and for the
+    # second dialog "lost connection after HELO" then helo=1 commands=1.
+    got, log, _ = session(tmp_path, "", b"\r\n   \r\nNOOP\r\nQUIT\r\n")
+    assert got[1:3] == ["500 5.5.2 Error: bad syntax"] * 2, got
+    want = ["connect from localhost[127.0.0.1]", "disconnect from localhost[127.0.0.1] noop=1 quit=1 commands=2"]
+    assert log == want, f"got {log}, want {want}"
+    (tmp_path / "2").mkdir()
+    _, log, _ = session(tmp_path / "2", "", b"HELO x\n\n")
+    want = ["connect from localhost[127.0.0.1]", "lost connection after HELO from localhost[127.0.0.1]",
+            "disconnect from localhost[127.0.0.1] helo=1 commands=1"]
     assert log == want, f"got {log}, want {want}"
 
 

@@ -283,6 +283,15 @@ def test_check_mailbox_limits_that_fit(text: str) -> None:
     assert check(parse(text)) == []
 
 
+def test_check_refuses_a_recipient_limit_below_one() -> None:
+    """Postfix 3.7's smtpd and sendmail -bs stop on it: "invalid smtpd_recipient_limit
+    parameter value 0 < 1"."""
+    got = error_of("myhostname = mx\nsmtpd_recipient_limit = 0\n")
+    want = "/etc/estafeta/main.cf, line 2: invalid smtpd_recipient_limit parameter value 0 < 1"
+    assert got == want, f"got {got!r}, want {want!r}"
+    assert check(parse("smtpd_recipient_limit = 1\n")) == []
+
+
 def test_check_warns_about_unused_unknown_parameters() -> None:
     cfg = parse("myhostname = $my_name\nmy_name = mx.example\ntypo_parameter = 1\n")
     want = ["/etc/estafeta/main.cf, line 3: unused parameter: typo_parameter=1"]

@@ -123,3 +123,37 @@ def test_too_many_errors_names_the_last_command(logged) -> None:
     want = ["connect from " + CLIENT, f"too many errors after MAIL from {CLIENT}",
             f"disconnect from {CLIENT} ehlo=1 mail=0/1 unknown=0/1 commands=1/3"]
     assert logged == want, f"got {logged}, want {want}"
+
+
+class AcceptingSession(Session):
+    """A session whose restriction lists accept every recipient (a fake policy)."""
+
+    def check_recipient(self, rcpt: str) -> R.Reply | None:
+        return None
+
+
+def test_recipient_limit_zero_is_no_limit(logged) -> None:
+    # smtpd_recipient_limit = 0: no limit (Postfix's code path `if (var_smtpd_rcpt_limit
+    # && ...)`; Postfix 3.7 itself refuses the value 0 at start-up). A limit of 2 for
+    # contrast: the recipients past it get 452 and, within the overshoot limit, are
+    # not failed commands (rcpt=5, as Postfix: test_disconnect_postfix.py "overshoot").
+    dialog = b"EHLO c\r\nMAIL FROM:<a@example.org>\r\n" + b"RCPT TO:<r@example.org>\r\n" * 5 + b"QUIT\r\n"
+    ok, too_many = "250 2.1.5 Ok", "452 4.5.3 Error: too many recipients"
+    for limit, want in (("0", [ok] * 5), ("2", [ok] * 2 + [too_many] * 3)):
+        sc = FakeConfig(f"smtpd_recipient_limit = {limit}\n")
+        sc.rcpt_limit = sc.smtp.rcpt_limit
+        logged.clear()
+
+        async def run() -> bytes:
+            t = FakeTransport()
+            s = AcceptingSession(sc)
+            s.connection_made(t)
+            s.data_received(dialog)
+            s.timer.cancel()
+            s.connection_lost(None)
+            return bytes(t.out)
+        got = asyncio.run(run()).decode().split("\r\n")
+        rcpts = [line for line in got if line.startswith(("250 2.1.5", "452"))]
+        assert rcpts == want, f"smtpd_recipient_limit = {limit}: got {rcpts}, want {want}"
+        line = f"disconnect from {CLIENT} ehlo=1 mail=1 rcpt=5 quit=1 commands=8"
+        assert logged[-1] == line, f"smtpd_recipient_limit = {limit}: got {logged[-1]!r}, want {line!r}"

@@ -87,3 +87,34 @@ def test_any_split_same_result(lines, data):
     split = run(*pieces)
     assert split[:3] == whole[:3]
     assert whole[1] and whole[2] == b"TAIL"
+
+
+def postfix_act_size(data: bytes, limit: int) -> int:
+    """Postfix 3.7's count of the complete lines in `data` (smtpd.c receive_data): a
+    line ends at LF, its CR dropped; a first "." dropped; len + 2 each, until the
+    first line that does not fit in `limit`."""
+    size = 0
+    for line in data.split(b"\n")[:-1]:
+        line = line[:-1] if line.endswith(b"\r") else line
+        line = line[1:] if line.startswith(b".") else line
+        if limit and limit - size < len(line) + 2:
+            break
+        size += len(line) + 2
+    return size
+
+
+@given(st.lists(st.tuples(st.binary(max_size=12), st.sampled_from([b"\r\n", b"\n", b"\r\r\n"])), max_size=10),
+       st.binary(max_size=6), st.integers(0, 60), st.data())
+def test_size_is_postfix_act_size_however_split(lines, tail, limit, data):
+    # Lines with stray CRs and LFs (the message is refused, the count goes on), over
+    # the limit or not, a last line without its end; never a "." line (end of data).
+    body = b"".join(l.replace(b"\n", b"") + end for l, end in lines if l.replace(b"\n", b"").rstrip(b"\r") != b".")
+    wire = body + tail.replace(b"\n", b"")
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=5)))
+    pieces = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
+    _, done, rest, f = run(*pieces, limit=limit)
+    if done:
+        return          # "\r\n.\r\n" can still form across lines: end of data
+    want = postfix_act_size(wire, limit)
+    got = f.size_with(rest)
+    assert got == want, f"{wire!r} in {pieces}, limit {limit}: got {got}, want {want}"

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from estafeta.proto import replies as R
 from estafeta.proto.events import (
-    CLOSED, NEED_DATA, BadCommand, Data, EndOfData, Helo, Lhlo, MailFrom, MessageData, RcptTo,
+    CLOSED, NEED_DATA, BadCommand, Data, EndOfData, Helo, Lhlo, MailFrom, MessageData,
 )
 from estafeta.proto.smtp_server import ServerConnection
 from estafeta.testing.dialog import AcceptAllDriver

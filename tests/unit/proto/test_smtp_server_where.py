@@ -101,3 +101,26 @@ def test_overshoot_limit_zero_counts_every_refusal():
     conn = ServerConnection("mx.test", max_overshoot=0)
     answer(conn, b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\n", R.TOO_MANY_RECIPIENTS)
     assert conn.errors == 1, f"got {conn.errors} errors, want 1"
+
+
+def test_data_bytes_past_the_size_limit_and_a_bare_lf_as_postfix():
+    # Postfix 3.7 (message_size_limit = 5000) logged these N for "lost connection
+    # after DATA (N bytes)": past the limit it stays at the last whole line that fit;
+    # after a bare LF (a line end to Postfix) it goes on counting. Any split of the input.
+    head = b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<c@d.example>\r\nDATA\r\n"
+    cases = {
+        b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * 100 + b"..dot\r\nabc": 4976,
+        b"Subject: x\r\n\r\nab\ncd\r\n" + b"y" * 100 + b"\r\nzz": 124,
+        b"Subject: x\r\n\r\nab\rcd\r\n" + b"y" * 100 + b"\r\nzz": 123,
+        b"Subject: x\r\n\r\nab\n.cd\r\n..\r\n" + b"y" * 5000 + b"\r\nzz": 25,     # bare LF, then too big
+    }
+    for body, n in cases.items():
+        for size in (len(head + body), 1, 7, 1000):
+            conn = ServerConnection("mx.test", message_size_limit=5000)
+            conn.greeting()
+            data = head + body
+            for i in range(0, len(data), size):
+                answer(conn, data[i:i + size])
+            answer(conn, b"")
+            got, want = conn.where_text(), f"DATA ({n} bytes)"
+            assert got == want, f"{body[:30]!r}... in pieces of {size}: got {got!r}, want {want!r}"
