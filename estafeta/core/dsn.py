@@ -11,9 +11,10 @@ them for people:
 The postmaster can get notices too (postconf(5) notify_classes, decided by qmgr):
 a copy of a non-delivery notice ("Postmaster Copy: Undelivered Mail", class bounce)
 or of a delay notice ("Postmaster Warning: Delayed Mail", class delay), and the
-double bounce, an undeliverable notice (class 2bounce or bounce). Those carry the
-message headers only, whatever RET the sender asked for, and say who the notice
-was about instead of the polite boilerplate (Notice.postmaster_copy).
+double bounce, an undeliverable notice (class 2bounce or bounce). The copies carry
+the message headers only, whatever RET the sender asked for; a double bounce carries
+the undeliverable notice whole (postconf(5) 2bounce). Both say who the notice was
+about instead of the polite boilerplate (Notice.postmaster_copy).
 
 Each is multipart/report; report-type=delivery-status (RFC 3462) with three parts:
 a text/plain explanation, the message/delivery-status fields (RFC 3464 2.2, 2.3)

@@ -182,7 +182,7 @@ class Pickup:
         message as submitted, queued through cleanup like qmgr's notices. The
         postmaster as qmgr does it (notify_classes, dsn.postmaster_notices): with class
         bounce a headers-only copy goes to bounce_notice_recipient; mail from the null
-        sender goes, headers only, to 2bounce_notice_recipient when notify_classes has
+        sender goes, whole, to 2bounce_notice_recipient when notify_classes has
         2bounce or bounce (a double bounce), and is discarded otherwise (Postfix's
         default). Then Postfix's log lines: one `status=bounced` per recipient and
         `sender non-delivery notification: NEWID`. Raises OSError or CleanupRefused
@@ -230,7 +230,8 @@ class Pickup:
     async def _notice(self, qid: str, sub: maildrop.Submission, sender: str, rcpts, status: str, text: str,
                       to: str, now: float, postmaster: bool) -> str:
         """Queue one failure notice about rcpts to `to`; its queue id. A postmaster
-        notice is headers only and comes from double_bounce_sender (never looped back)."""
+        copy is headers only, a double bounce whole (core/dsn.py); both come from
+        double_bounce_sender (never looped back)."""
         cfg = self.cfg
         hostname = cfg.get("myhostname")
         reports = tuple(dsn.RecipientReport(a, "failed", status, text, p.get(proto_dsn.ORCPT, ""), "", now)

@@ -426,8 +426,8 @@ class Qmgr:
         bounce (delay), a headers-only copy of each non-delivery (delay) notice goes to
         bounce_notice_recipient (delay_notice_recipient), for all of `items` whatever
         their NOTIFY, once the sender's notice is queued. Mail from the null sender
-        (itself a notice) never gets a notice back: an undeliverable one goes, headers
-        only, to 2bounce_notice_recipient when notify_classes has 2bounce or bounce (a
+        (itself a notice) never gets a notice back: an undeliverable one goes, whole,
+        to 2bounce_notice_recipient when notify_classes has 2bounce or bounce (a
         double bounce), and is discarded otherwise (Postfix's default). Postmaster
         notices come from double_bounce_sender, so one that cannot be delivered is
         discarded: no loop. Delay and success notices for such mail are not sent."""
