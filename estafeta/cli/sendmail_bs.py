@@ -161,6 +161,10 @@ class Session:
         self.timeout = timeout
         self.ehlo_error = ehlo_error
         self.conn: ServerConnection = settings.connection()
+        # VRFY as Postfix's smtpd -S: disable_vrfy_command first; the argument must be one
+        # address, but its domain is not resolved (stand-alone mode skips that check).
+        self.conn.vrfy_enabled = settings.vrfy is not R.VRFY_DISABLED
+        self.conn.vrfy_resolve = False
         self.counters = Counters()
         self.verb = ""                  # the verb of the command line just fed
         self.in_data = False
@@ -245,6 +249,8 @@ class Session:
             return self.with_host(e.reply)
         name = SMTP_COUNTER.get(self.verb, "unknown")
         reply = e.reply if isinstance(e, ev.BadCommand) else self.on_command(e)
+        if reply is R.BAD_VRFY_ADDRESS:
+            self.log.warning(f"Illegal address syntax from {CLIENT} in VRFY command: {esc(self.conn.vrfy_refused)}")
         if isinstance(e, ev.Data) and reply.code == 354:
             self.in_data, self.body = True, bytearray()
         elif isinstance(e, ev.BadCommand) and not e.command:
@@ -294,7 +300,7 @@ class Session:
         if isinstance(e, ev.Quit):
             return R.BYE
         if isinstance(e, ev.Vrfy):
-            return self.s.vrfy
+            return R.VRFY_REPLY      # the codec checked the argument and disable_vrfy_command
         if isinstance(e, ev.Help):
             return R.HELP
         return R.UNKNOWN_COMMAND

@@ -37,7 +37,7 @@ from ..policy import restrictions as P
 from ..proto import dsn
 from ..proto import events as ev
 from ..proto import replies as R
-from ..proto.smtp_server import AFTER_EOM, disconnect_counts
+from ..proto.smtp_server import AFTER_EOM, ServerConnection, disconnect_counts
 from ..tables import TableList, TableTempError, open_table
 from .cleanup import Cleanup, CleanupRefused
 
@@ -52,6 +52,14 @@ def parse_networks(items: list[str]) -> list[ipaddress._BaseNetwork]:
             item = item.replace("[", "").replace("]", "")
         nets.append(ipaddress.ip_network(item, strict=False))
     return nets
+
+
+def session_codec(smtp: SmtpSettings) -> ServerConnection:
+    """A session's codec: `smtp`'s, with disable_vrfy_command (502 before any VRFY
+    syntax check, as Postfix)."""
+    conn = smtp.connection()
+    conn.vrfy_enabled = smtp.vrfy is not R.VRFY_DISABLED
+    return conn
 
 
 class SessionBoard:
@@ -118,7 +126,6 @@ class SmtpdConfig:
                               VIRTUAL: cfg.get_int("unknown_virtual_mailbox_reject_code")}
         self.delay_reject = cfg.get_bool("smtpd_delay_reject")
         self.cleanup = Cleanup(cfg, store)
-        self.vrfy = self.smtp.vrfy
         # Postfix's 421s name the host (built once here, not per session).
         self.too_many_errors = R.TOO_MANY_ERRORS.with_text(f"{self.hostname} {R.TOO_MANY_ERRORS.text}")
         self.timeout_reply = R.TIMEOUT.with_text(f"{self.hostname} {R.TIMEOUT.text}")
@@ -207,7 +214,7 @@ class Session(asyncio.Protocol):
         self.sc = sc
         self.smtp = sc.smtp                # this client's (connection_made)
         self.ehlo_error = ""               # smtpd_discard_ehlo_keyword_address_maps failed
-        self.conn = sc.smtp.connection()
+        self.conn = session_codec(sc.smtp)
         self.transport: asyncio.Transport | None = None
         self.helo = ""
         self.proto = "SMTP"
@@ -250,7 +257,7 @@ class Session(asyncio.Protocol):
         if self.ehlo_error:
             maillog.log.warning(esc(self.ehlo_error))
         if self.smtp is not sc.smtp:
-            self.conn = self.smtp.connection()
+            self.conn = session_codec(self.smtp)
         transport.write(self.conn.send(sc.banner))
         self.last = time.monotonic()
         self.timer = asyncio.get_running_loop().call_later(sc.timeout, self._check_timeout)
@@ -296,15 +303,35 @@ class Session(asyncio.Protocol):
                 self.last = time.monotonic()
         else:
             self.last = min(time.monotonic(), self.last + len(data) * self.sc.data_rate_step)
-        self.conn.receive_data(data)
-        if not self.busy:
-            self.pump()
+        try:
+            self.conn.receive_data(data)
+            if not self.busy:
+                self.pump()
+        except Exception:
+            self.internal_error()
 
     def eof_received(self):
-        self.conn.receive_data(b"")
-        if not self.busy:
-            self.pump()
+        try:
+            self.conn.receive_data(b"")
+            if not self.busy:
+                self.pump()
+        except Exception:
+            self.internal_error()
         return False
+
+    def internal_error(self) -> None:
+        """An unexpected exception in the codec or a handler (a bug): a traceback in
+        the log and 421 4.3.0 to the client, never a silent close (STYLE 5). An open
+        transaction is aborted: its client got no 250, so nothing accepted is lost."""
+        maillog.log.exception(f"{self.qid or 'NOQUEUE'}: unexpected error in session with {self.client}")
+        if self.txn is not None and not self.busy:
+            self.txn.abort()
+            self.txn = None
+        if self.transport is not None and not self.transport.is_closing():
+            self.out.clear()
+            self.bye = True
+            self.transport.write(R.INTERNAL_ERROR.to_bytes())
+            self.transport.close()
 
     # -- event loop of one session ------------------------------------------------------
 
@@ -350,6 +377,9 @@ class Session(asyncio.Protocol):
                 if name:
                     counts[name] = counts.get(name, 0) + 1
                     self.fail(name)
+                    if r is R.BAD_VRFY_ADDRESS:
+                        maillog.log.warning(f"Illegal address syntax from {self.client} in VRFY command: "
+                                            f"{esc(conn.vrfy_refused)}")
                 elif r is R.TOO_MANY_ERRORS:
                     maillog.log.info(f"too many errors after {conn.where_text()} from {self.client}")
                     r = self.sc.too_many_errors
@@ -571,7 +601,9 @@ class Session(asyncio.Protocol):
         return R.BYE
 
     def on_vrfy(self, e) -> R.Reply:
-        return self.sc.vrfy
+        # The codec checked the argument (and disable_vrfy_command). The reply does
+        # not echo it as Postfix's "252 2.0.0 ARG" does: client text stays out of replies.
+        return R.VRFY_REPLY
 
     def on_help(self, e) -> R.Reply:
         return R.HELP

@@ -162,6 +162,9 @@ SYNTAX_VRFY_UTF8 = Reply(501, "5.5.4", "Syntax: VRFY address [SMTPUTF8]")   # sm
 VRFY_DISABLED = Reply(502, "5.5.1", "VRFY command is disabled")      # disable_vrfy_command
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7", "Bad sender address syntax")
 BAD_RECIPIENT_SYNTAX = Reply(501, "5.1.3", "Bad recipient address syntax")
+# The same reply to a VRFY argument that is no address (proto/vrfy.py): its own
+# object, so that the driver knows to log Postfix's "Illegal address syntax" warning.
+BAD_VRFY_ADDRESS = Reply(501, "5.1.3", "Bad recipient address syntax")
 BAD_PARAM_SYNTAX = Reply(501, "5.5.4", "Error: bad parameter syntax")
 BAD_SIZE_SYNTAX = Reply(501, "5.5.4", "Bad message size syntax")   # RFC 1870 6
 # RFC 3461 4: malformed DSN parameters (Postfix's texts: "Error:" on the RCPT ones only).
@@ -226,3 +229,5 @@ TOO_MANY_ERRORS = Reply(421, "4.7.0", "Error: too many errors", close=True)
 TEMP_ERROR = Reply(451, "4.3.0", "Error: queue file write error")
 SHUTDOWN = Reply(421, "4.3.2", "Service shutting down", close=True)
 TIMEOUT = Reply(421, "4.4.2", "Error: timeout exceeded", close=True)
+# An unexpected error in the server itself (STYLE 5: temporary, never a 5xx); the session ends.
+INTERNAL_ERROR = Reply(421, "4.3.0", "Error: internal error", close=True)

@@ -25,6 +25,7 @@ import re
 from typing import Callable, Mapping
 
 from estafeta.proto import dsn
+from estafeta.proto.vrfy import address_ok as vrfy_address_ok, words as vrfy_words
 from estafeta.proto import replies as R
 from estafeta.proto.address import AddressError, parse_mail_from, parse_rcpt_to
 from estafeta.proto.events import (
@@ -56,7 +57,8 @@ class ServerConnection:
                  max_errors: int = 20, max_junk: int = 100, max_overshoot: int = 1000,
                  mail_params: frozenset[str] = DEFAULT_MAIL_PARAMS,
                  rcpt_params: frozenset[str] = frozenset(), strict_envelopes: bool = False,
-                 refused_params: Mapping[str, Reply] | None = None) -> None:
+                 refused_params: Mapping[str, Reply] | None = None, vrfy: bool = True,
+                 vrfy_resolve: bool = True) -> None:
         self.hostname = hostname
         self.max_line = max_line
         self.message_size_limit = message_size_limit
@@ -70,6 +72,13 @@ class ServerConnection:
         # MAIL/RCPT parameters refused with a reply of their own rather than 555 (the
         # DSN ones when smtpd_discard_ehlo_keywords has dsn, as Postfix does).
         self.refused_params: Mapping[str, Reply] = refused_params or {}
+        # VRFY: False for disable_vrfy_command (502 before any syntax check, as Postfix);
+        # vrfy_resolve: check the address's domain too (not in sendmail -bs, as
+        # Postfix's smtpd -S). vrfy_refused: the argument of the last VRFY refused
+        # BAD_VRFY_ADDRESS, for the driver's warning.
+        self.vrfy_enabled = vrfy
+        self.vrfy_resolve = vrfy_resolve
+        self.vrfy_refused = ""
         self.state = State.CONNECTED
         self.errors = 0            # 4xx/5xx replies since the last accepted message
         self.junk = 0              # NOOP/VRFY/RSET since then (smtpd_junk_command_limit)
@@ -358,11 +367,24 @@ class ServerConnection:
     def _noop(self, arg: str) -> Event | Reply:
         return Noop()      # RFC 5321 4.1.1.9: a parameter string is allowed and ignored
 
+    # Postfix's vrfy_cmd: disabled first; a last word SMTPUTF8 is the RFC 6531 3.7.4.2
+    # option (when offered); the other words, joined with one space, must be one
+    # address (vrfy.py). Vrfy.arg is that joined text.
     def _vrfy(self, arg: str) -> Event | Reply:
-        arg = arg.strip()
-        if arg:
-            return Vrfy(arg)
-        return R.SYNTAX_VRFY_UTF8 if "SMTPUTF8" in self.mail_params else R.SYNTAX_VRFY
+        if not self.vrfy_enabled:
+            return R.VRFY_DISABLED
+        words = vrfy_words(arg)
+        utf8 = "SMTPUTF8" in self.mail_params
+        smtputf8 = utf8 and bool(words) and words[-1].upper() == "SMTPUTF8"
+        if smtputf8:
+            words.pop()
+        if not words:
+            return R.SYNTAX_VRFY_UTF8 if utf8 else R.SYNTAX_VRFY
+        text = " ".join(words)
+        if not vrfy_address_ok(text, smtputf8=smtputf8, resolve=self.vrfy_resolve):
+            self.vrfy_refused = text
+            return R.BAD_VRFY_ADDRESS
+        return Vrfy(text)
 
     def _help(self, arg: str) -> Event | Reply:
         return Help(arg.strip())

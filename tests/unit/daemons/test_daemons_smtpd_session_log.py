@@ -13,7 +13,9 @@ import pytest
 from estafeta.config.main_cf import MainConfig
 from estafeta.core import maillog
 from estafeta.core.smtpsettings import DiscardMaps, smtp_settings
+from estafeta.daemons import smtpd
 from estafeta.daemons.smtpd import Session, SmtpdConfig
+from estafeta.proto import events as ev
 from estafeta.proto import replies as R
 from estafeta.tables import open_table
 
@@ -157,3 +159,28 @@ def test_recipient_limit_zero_is_no_limit(logged) -> None:
         assert rcpts == want, f"smtpd_recipient_limit = {limit}: got {rcpts}, want {want}"
         line = f"disconnect from {CLIENT} ehlo=1 mail=1 rcpt=5 quit=1 commands=8"
         assert logged[-1] == line, f"smtpd_recipient_limit = {limit}: got {logged[-1]!r}, want {line!r}"
+
+
+def test_an_unexpected_error_is_a_421_and_a_traceback_not_a_silent_close(logged, monkeypatch) -> None:
+    """STYLE 5: an exception in the codec or a handler ends the session with a
+    temporary reply and a logged traceback; the client is never just cut off."""
+    tracebacks: list[str] = []
+    monkeypatch.setattr(maillog.log, "exception", lambda m: tracebacks.append(m))
+
+    def broken_noop(session, e):
+        raise RuntimeError("a bug")
+    monkeypatch.setitem(smtpd.DISPATCH, ev.Noop, ("noop", broken_noop))
+
+    async def run() -> FakeTransport:
+        t = FakeTransport()
+        s = Session(FakeConfig())
+        s.connection_made(t)
+        s.data_received(b"EHLO c\r\nNOOP\r\nNOOP\r\n")
+        s.timer.cancel()
+        s.connection_lost(None)
+        return t
+    t = asyncio.run(run())
+    got = t.out.decode().split("\r\n")
+    assert got[-2] == "421 4.3.0 Error: internal error" and t.closed, f"got {got}"
+    assert tracebacks == [f"NOQUEUE: unexpected error in session with {CLIENT}"], f"got {tracebacks}"
+    assert not any(x.startswith("lost connection") for x in logged), f"got {logged}"
