@@ -13,6 +13,7 @@ looked-up key. Recipe for the private Postfix: ../shared/PEERS.md section 7
 (tests/interop/postfix_private.py). The same lines are pinned without Postfix in
 tests/unit/cli/test_cli_sendmail_bs.py.
 """
+import concurrent.futures
 import os
 import re
 import subprocess
@@ -123,16 +124,19 @@ def test_sendmail_bs_logs_as_postfix(tmp_path) -> None:
                 f.write(base_main(pf.dir) + COMMON + "mydestination =\ndefault_transport = discard\n"
                         + main.format(d=pf.etc))
             mark = len(pf.maillog())
-            pf_out = run([SENDMAIL, "-C", pf.etc, "-bs"], dialog, stay_open)
-            # Postfix writes through postlogd: wait for its disconnect line.
-            wait_for(lambda: "disconnect from" in pf.maillog()[mark:], 10, what=f"{name}: Postfix's disconnect line")
-            want = smtpd_lines(pf.maillog()[mark:], pf.etc)
-
             (est / "main.cf").write_text(f"queue_directory = {est}/q\nmaillog_file = {est}/maillog\n"
                                          + COMMON + main.format(d=est))
             (est / "maillog").write_text("")
             code = "import sys; from estafeta.cli.sendmail import sendmail_main as m; sys.exit(m())"
-            est_out = run([sys.executable, "-c", code, "-C", str(est), "-bs"], dialog, stay_open)
+            # The two sessions are independent (own configuration, own log): run ours
+            # while Postfix's runs, so each case costs one timeout, not two.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                ours = pool.submit(run, [sys.executable, "-c", code, "-C", str(est), "-bs"], dialog, stay_open)
+                pf_out = run([SENDMAIL, "-C", pf.etc, "-bs"], dialog, stay_open)
+                est_out = ours.result()
+            # Postfix writes through postlogd: wait for its disconnect line.
+            wait_for(lambda: "disconnect from" in pf.maillog()[mark:], 10, what=f"{name}: Postfix's disconnect line")
+            want = smtpd_lines(pf.maillog()[mark:], pf.etc)
             got = smtpd_lines((est / "maillog").read_text(), str(est))
             if got != want:
                 problems.append(f"{name}: got {got}\n  want {want}")
