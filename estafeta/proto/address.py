@@ -115,12 +115,12 @@ def _split_path(arg: str, bad: Reply, *, allow_null: bool, strict: bool = False)
             raise AddressError(bad)
     if rest and not rest.startswith(" "):
         raise AddressError(bad)
-    if address.endswith("]") and not _literal_ok(address[address.rfind("[") + 1:-1]):
+    if address.endswith("]") and not literal_ok(address[address.rfind("[") + 1:-1]):
         raise AddressError(bad)
     return address, rest
 
 
-def _literal_ok(literal: str) -> bool:
+def literal_ok(literal: str) -> bool:
     """RFC 5321 4.1.3: IPv4 or "IPv6:" address literals; general ones are refused."""
     try:
         if literal[:5].upper() == "IPV6:":

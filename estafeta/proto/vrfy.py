@@ -19,7 +19,7 @@ Next: smtp_server.py (the caller), replies.py (BAD_VRFY_ADDRESS).
 """
 from __future__ import annotations
 
-import ipaddress
+from .address import literal_ok
 
 __all__ = ["words", "address_ok"]
 
@@ -201,7 +201,7 @@ def _resolves(addr: list[_Token], smtputf8: bool) -> bool:
     if not name:
         return False
     if name[0] == "[":
-        return name[-1] == "]" and _literal_ok(name[1:-1])
+        return name[-1] == "]" and literal_ok(name[1:-1])
     if not name.isascii():
         # Postfix converts a UTF-8 name to A-labels (IDNA) before checking it; here
         # its letters and digits stand for what the A-label would be.
@@ -219,14 +219,3 @@ def _hostname_ok(name: str) -> bool:
     if any(not label or len(label) > 63 or label[0] == "-" or label[-1] == "-" for label in labels):
         return False
     return not name.replace(".", "").isdigit()       # all-numeric: an address, not a name
-
-
-def _literal_ok(literal: str) -> bool:
-    try:
-        if literal[:5].upper() == "IPV6:":
-            ipaddress.IPv6Address(literal[5:])
-        else:
-            ipaddress.IPv4Address(literal)
-    except ValueError:
-        return False
-    return True
