@@ -41,7 +41,7 @@ from typing import TYPE_CHECKING
 from . import base
 
 if TYPE_CHECKING:
-    from .local import Privs
+    from .privs import Privs
 
 # <sysexits.h> (Postfix global/sys_exits.c): status -> (dsn, text). The class of the
 # code says whether it is temporary.

@@ -69,7 +69,7 @@ table that cannot answer) defers (4.x.x); a rule that will not change bounces
 is deferred as a whole (later attempts may repeat copies already delivered,
 as with Postfix); otherwise one that bounces bounces the original recipient
 with its reason.
-Next: tables/aliases.py (syntax), delivery/mailbox.py, delivery/maildir.py, delivery/command.py,
+Next: tables/aliases.py (syntax), delivery/privs.py, delivery/mailbox.py, delivery/maildir.py, delivery/command.py,
 delivery/passalong.py, daemons/local.py.
 """
 from __future__ import annotations
@@ -77,7 +77,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import pickle
 import pwd
 import resource
 import signal
@@ -86,7 +85,6 @@ import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from ..core import maillog
 from ..core.errors import ConfigError, MailError, PermFail, TempFail
@@ -97,93 +95,10 @@ from ..tables.aliases import ADDRESS, COMMAND, FILE, INCLUDE, Token, parse_list
 from . import base, passalong
 from .command import ChdirError, outcome, run_command
 from .mailbox import append_mbox, from_line, mbox_image, write_maildir
+from .privs import Privs, run_as
+from .privs import privileged as _privileged
 
 MAX_DEPTH = 100          # nested alias/.forward/include levels before we call it a loop
-
-
-# -- privileges --------------------------------------------------------------------------
-
-@dataclass(frozen=True, slots=True)
-class Privs:
-    """An account to act as: ids plus what commands see in their environment."""
-    name: str
-    uid: int
-    gid: int
-    home: str = "/"
-    shell: str = "/bin/sh"
-
-    @classmethod
-    def of(cls, pw: pwd.struct_passwd) -> "Privs":
-        return cls(pw.pw_name, pw.pw_uid, pw.pw_gid, pw.pw_dir or "/", pw.pw_shell or "/bin/sh")
-
-    def groups(self) -> list[int]:
-        try:
-            return os.getgrouplist(self.name, self.gid)
-        except OSError:
-            return [self.gid]
-
-
-def _privileged() -> bool:
-    return os.geteuid() == 0
-
-
-def run_as(privs: Privs | None, fn: Callable[..., Any], *args: Any, keep_root: bool = False) -> Any:
-    """fn(*args) with privs' rights; MailError and OSError come back as raised.
-
-    As root: in a forked child that drops to privs first (with keep_root only the
-    supplementary groups change; fn switches its effective ids itself). Otherwise,
-    or without privs: right here, as whoever we are.
-    """
-    if privs is None or not _privileged():
-        return fn(*args)
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                                   # child: no logging, no asyncio, just fn
-        code = 0
-        try:
-            os.close(r)
-            os.setgroups(privs.groups())
-            if not keep_root:
-                os.setgid(privs.gid)
-                os.setuid(privs.uid)
-                if os.geteuid() == 0 and privs.uid != 0:
-                    raise TempFail("could not drop root privileges", "4.3.0")
-            out: tuple = ("ok", fn(*args))
-        except MailError as e:
-            out = ("mail", e.temporary, e.reason, e.dsn)
-        except OSError as e:
-            out = ("os", e.errno, e.strerror, e.filename)
-        except BaseException as e:                 # noqa: BLE001 - reported to the parent
-            out = ("err", f"{type(e).__name__}: {e}")
-        try:
-            data = pickle.dumps(out)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(w, view):]
-        except BaseException:                      # noqa: BLE001
-            code = 1
-        os._exit(code)
-    os.close(w)
-    chunks = []
-    try:
-        while True:
-            b = os.read(r, 65536)
-            if not b:
-                break
-            chunks.append(b)
-    finally:
-        os.close(r)
-        os.waitpid(pid, 0)
-    if not chunks:
-        raise TempFail("delivery child process died", "4.3.0")
-    out = pickle.loads(b"".join(chunks))
-    if out[0] == "ok":
-        return out[1]
-    if out[0] == "mail":
-        raise (TempFail if out[1] else PermFail)(out[2], out[3])
-    if out[0] == "os":
-        raise OSError(out[1], out[2], out[3])
-    raise TempFail(f"delivery child failed: {out[1]}", "4.3.0")
 
 
 def command_file_limit(limit: int) -> Callable[[], None] | None:

@@ -32,7 +32,7 @@ _FROM_LINE = re.compile(rb"^From ", re.M)
 
 
 class Owner(Protocol):
-    """Whom a mailbox belongs to (local.Privs is one)."""
+    """Whom a mailbox belongs to (privs.Privs is one)."""
     @property
     def name(self) -> str: ...
     @property

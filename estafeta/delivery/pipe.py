@@ -48,7 +48,9 @@ from ..proto.address import split_address
 from ..queue import qfile
 from . import base
 from .command import ChdirError, clean_output, outcome, run_command
-from .local import Privs, _privileged, delivered_to_headers
+from .local import delivered_to_headers
+from .privs import Privs
+from .privs import privileged as _privileged
 from .mailbox import from_line
 
 FLAGS = frozenset("BDFORXhqu.>")
