@@ -7,63 +7,10 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
+from smtpd_fakes import FakeConfig, FakeTransport
 
-from estafeta.config.main_cf import MainConfig
-from estafeta.core import maillog
-from estafeta.core.smtpsettings import DiscardMaps, smtp_settings
-from estafeta.daemons.smtpd import Session, SmtpdConfig
-from estafeta.tables import TableTempError, open_table
-
-
-class FakeConfig:
-    """The part of SmtpdConfig a session reaches before MAIL's policy checks."""
-
-    session_settings = SmtpdConfig.session_settings
-
-    def __init__(self, text: str, opener=open_table) -> None:
-        cfg = MainConfig.parse("myhostname = mx.example.org\n" + text, "main.cf")
-        self.smtp = smtp_settings(cfg)
-        self.discard_maps = DiscardMaps(cfg, self.smtp, opener)
-        self.hostname, self.banner, self.helo = self.smtp.hostname, self.smtp.banner, self.smtp.helo
-        self.timeout, self.soft_errors, self.error_sleep = 300.0, 10, 1.0
-        self.sessions = self.max_sessions = 0
-        self.board = self.acceptor = None
-        self.delay_reject = True
-
-    def in_mynetworks(self, addr: str) -> bool:
-        return False
-
-
-class FakeTransport:
-    def __init__(self, addr: str) -> None:
-        self.addr, self.out, self.closed = addr, bytearray(), False
-
-    def get_extra_info(self, name: str):
-        return (self.addr, 40000) if name == "peername" else None
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-@pytest.fixture
-def logged(monkeypatch) -> list[str]:
-    lines: list[str] = []
-    monkeypatch.setattr(maillog.log, "info", lambda m: lines.append(m))
-    monkeypatch.setattr(maillog.log, "warning", lambda m: lines.append("warning: " + m))
-    return lines
+from estafeta.daemons.smtpd import Session
+from estafeta.tables import TableTempError
 
 
 def talk(sc: FakeConfig, addr: str, commands: bytes) -> tuple[list[str], bool]:

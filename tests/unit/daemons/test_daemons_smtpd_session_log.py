@@ -8,68 +8,15 @@ from __future__ import annotations
 import asyncio
 import time
 
-import pytest
+from smtpd_fakes import FakeConfig, FakeTransport
 
-from estafeta.config.main_cf import MainConfig
 from estafeta.core import maillog
-from estafeta.core.smtpsettings import DiscardMaps, smtp_settings
 from estafeta.daemons import smtpd
-from estafeta.daemons.smtpd import Session, SmtpdConfig
+from estafeta.daemons.smtpd import Session
 from estafeta.proto import events as ev
 from estafeta.proto import replies as R
-from estafeta.tables import open_table
 
 CLIENT = "unknown[192.0.2.1]"
-
-
-class FakeConfig:
-    session_settings = SmtpdConfig.session_settings
-
-    def __init__(self, text: str = "") -> None:
-        cfg = MainConfig.parse("myhostname = mx.example.org\n" + text, "main.cf")
-        self.smtp = smtp_settings(cfg)
-        self.discard_maps = DiscardMaps(cfg, self.smtp, open_table)
-        self.hostname, self.banner, self.helo = self.smtp.hostname, self.smtp.banner, self.smtp.helo
-        self.timeout, self.soft_errors, self.error_sleep = 300.0, 10, 0.0
-        self.sessions = self.max_sessions = 0
-        self.board = self.acceptor = None
-        self.delay_reject = True
-        self.too_many_errors = R.TOO_MANY_ERRORS.with_text(f"{self.hostname} {R.TOO_MANY_ERRORS.text}")
-        self.timeout_reply = R.TIMEOUT.with_text(f"{self.hostname} {R.TIMEOUT.text}")
-
-    def in_mynetworks(self, addr: str) -> bool:
-        return False
-
-
-class FakeTransport:
-    def __init__(self) -> None:
-        self.out, self.closed = bytearray(), False
-
-    def get_extra_info(self, name: str):
-        return ("192.0.2.1", 40000) if name == "peername" else None
-
-    def write(self, data: bytes) -> None:
-        self.out += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
-@pytest.fixture
-def logged(monkeypatch) -> list[str]:
-    lines: list[str] = []
-    monkeypatch.setattr(maillog.log, "info", lambda m: lines.append(m))
-    monkeypatch.setattr(maillog.log, "warning", lambda m: lines.append("warning: " + m))
-    return lines
 
 
 def session(sc: FakeConfig, commands: bytes, end: str) -> None:
