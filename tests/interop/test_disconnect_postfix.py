@@ -25,6 +25,7 @@ the EHLO side of the same comparison: test_ehlo_postfix.py.
 """
 import re
 import socket
+import time
 
 import pytest
 from postfix_private import REQUIRES, base_main, port_open, private_postfix
@@ -248,12 +249,22 @@ def disconnects(log: str) -> list[str]:
 
 def settle(maillog, probes: int) -> None:
     """Wait until the sessions of the start-up port probes (at least `probes`) have all
-    logged their disconnect line: one logged late would be taken for a session's."""
+    logged their disconnect line: one logged late would be taken for a session's.
+    Then until the log has stayed still for a second with every connect matched: a
+    probe the server accepted but had not yet logged would otherwise come late."""
     def done() -> bool:
         log = maillog()
         connects = log.count(": connect from ")
         return connects >= probes and len(disconnects(log)) == connects
     wait_for(done, 20, what="the port probes' disconnect lines")
+    last, deadline = maillog(), time.monotonic() + 20
+    while True:
+        time.sleep(1.0)
+        now = maillog()
+        if now == last and done():
+            return
+        assert time.monotonic() < deadline, "the log did not settle after the port probes"
+        last = now
 
 
 _VRFY_WARNING = re.compile(r"warning: Illegal address syntax from \S+\[[\d.]+\] in VRFY command: (.*)$", re.M)
@@ -302,7 +313,7 @@ def estafeta():
         inst.start()
         for port in ports.values():
             wait_for(lambda: port_open(port), 20, what="estafeta smtpd")
-        settle(inst.log, len(ports))
+        settle(inst.log, len(ports) + 1)      # Instance.start probes the main port once more
         yield {"ports": ports, "maillog": inst.log}
 
 
